@@ -1,0 +1,1 @@
+hayhooks_gunicorn/gunicorn_conf.py

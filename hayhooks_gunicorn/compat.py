@@ -1,0 +1,54 @@
+"""Check, once at startup, that the installed hayhooks has every internal the kit builds on."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import version
+
+from hayhooks_gunicorn.errors import UnsupportedHayhooksError
+
+SUPPORTED_HAYHOOKS = ">=2.1,<2.2"
+
+# module -> attributes the kit uses; private names move between hayhooks releases, so name them all here.
+REQUIRED = {
+    "hayhooks.server.app": ("create_app", "_matches_existing_route"),
+    "hayhooks.server.pipelines.registry": ("registry",),
+    "hayhooks.server.pipelines.models": ("create_pipeline_metadata",),
+    "hayhooks.server.utils.deploy_utils": (
+        "_build_run_route",
+        "_deploy_lock",
+        "prepare_pipeline_yaml",
+        "read_pipeline_files_from_dir",
+    ),
+    "hayhooks.server.utils.module_loader": (
+        "_PipelineModuleLoader",
+        "create_pipeline_wrapper_instance",
+        "pipeline_modules",
+        "unload_pipeline_modules",
+    ),
+    "hayhooks.server.utils.models": ("PreparedPipeline",),
+    "hayhooks.server.utils.pipeline_paths": ("validate_file_keys", "validate_pipeline_name"),
+    "hayhooks.settings": ("settings",),
+}
+
+
+def check_hayhooks() -> None:
+    """Raise one clear error naming the supported range when an internal is missing."""
+    missing: list[str] = []
+    for module_name, attributes in REQUIRED.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            missing.append(module_name)
+            continue
+        missing.extend(f"{module_name}.{name}" for name in attributes if not hasattr(module, name))
+
+    from hayhooks.server.pipelines.registry import registry
+
+    missing.extend(f"registry.{name}" for name in ("_pipelines", "_metadata") if not hasattr(registry, name))
+    if missing:
+        msg = (
+            f"hayhooks {version('hayhooks')} is not supported by hayhooks-gunicorn (supported: hayhooks"
+            f"{SUPPORTED_HAYHOOKS}); missing: {', '.join(missing)}"
+        )
+        raise UnsupportedHayhooksError(msg)

@@ -1,0 +1,42 @@
+"""gunicorn configuration of hayhooks-gunicorn.
+
+Used as ``gunicorn -c gunicorn.conf.py`` from the repository root (that file is this one) or as
+``gunicorn -c python:hayhooks_gunicorn.gunicorn_conf`` from an installed package (``hayhooks-gunicorn run``).
+gunicorn's precedence holds: ``GUNICORN_CMD_ARGS`` and the command line override every value set here.
+"""
+
+import os
+
+from hayhooks.settings import settings as hayhooks
+
+from hayhooks_gunicorn import hooks
+
+# Server socket
+# hayhooks' own HAYHOOKS_HOST and HAYHOOKS_PORT, so the `hayhooks` CLI finds the server.
+bind = [f"{hayhooks.host}:{hayhooks.port}"]
+
+# Worker processes
+# WEB_CONCURRENCY as gunicorn reads it, else one worker per core.
+workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 2)
+# uvicorn-worker's UvicornWorker serving the kit's app (which wraps hayhooks' create_app()).
+worker_class = "hayhooks_gunicorn.worker.HayhooksWorker"
+wsgi_app = "hayhooks_gunicorn.app:create_app()"
+# Seconds without a heartbeat before a worker is killed; pipeline loading at boot is not counted.
+timeout = 60
+# Seconds in-flight requests get to finish on SIGTERM: hayhooks' HAYHOOKS_GRACEFUL_SHUTDOWN_TIMEOUT.
+graceful_timeout = hayhooks.graceful_shutdown_timeout
+keepalive = 5
+
+# Logging
+accesslog = "-"
+errorlog = "-"
+loglevel = (os.environ.get("HAYHOOKS_LOG_LEVEL") or "info").lower()
+
+
+# Server hooks
+def on_starting(server):
+    hooks.on_starting(server)
+
+
+def post_worker_init(worker):
+    hooks.post_worker_init(worker)

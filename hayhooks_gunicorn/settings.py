@@ -1,0 +1,80 @@
+"""The kit's own settings, all under ``HAYHOOKS_GUNICORN_``; hayhooks keeps reading its ``HAYHOOKS_*`` ones.
+
+Workers are separate processes that rebuild settings from the environment, so the CLI passes its flags to
+them as environment variables (the way hayhooks' own CLI does).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "HAYHOOKS_GUNICORN_"
+
+
+class DeployMode(str, Enum):
+    """What a deploy/undeploy HTTP call does when several workers serve."""
+
+    FORWARD = "forward"  # publish to the shared directory and wait until every worker serves it
+    WARN = "warn"  # hayhooks' own behaviour (this worker only), with a Warning header
+    REJECT = "reject"  # refuse; deploy through the directory or `hayhooks-gunicorn deploy`
+
+
+class WatchMode(str, Enum):
+    """How workers notice changes in the pipelines directory."""
+
+    AUTO = "auto"  # inotify, or polling when the directory is on a network filesystem
+    INOTIFY = "inotify"
+    POLL = "poll"
+    OFF = "off"  # read the directory once, at worker boot
+
+
+class MetricsMode(str, Enum):
+    ON = "on"
+    TOKEN = "token"  # /metrics requires the admin token
+    OFF = "off"
+
+
+class KitSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    # How deploy calls reach the other workers
+    deploy_mode: DeployMode = DeployMode.FORWARD
+
+    # How changes in the pipelines directory are noticed
+    watch: WatchMode = WatchMode.AUTO
+    # Polling interval when polling (forced or auto-detected)
+    poll_interval_ms: int = Field(default=500, ge=50, le=60_000)
+    # Quiet period after the last change before the directory is re-scanned: a multi-file copy loads once
+    debounce_ms: int = Field(default=100, ge=10, le=10_000)
+
+    # Deadline for one pipeline's load and setup(); a load past it is reported failed and the worker serves on
+    load_timeout: float = Field(default=600.0, gt=0, le=86_400)
+
+    # Bearer token required by mutating routes (deploy, undeploy); unset = loopback-only deploys
+    admin_token: SecretStr | None = None
+
+    # Where each worker publishes its state (shared path = every host sees every worker)
+    state_dir: Path | None = None
+    # A worker whose heartbeat is older than this is left out of the cluster view
+    heartbeat_ttl: float = Field(default=10.0, gt=0, le=3600)
+
+    # Upload limits of deploy calls
+    max_files: int = Field(default=200, ge=1)
+    max_bytes: int = Field(default=20_000_000, ge=1)
+    # How long a forwarded deploy waits for every worker before answering 202
+    deploy_wait: float = Field(default=30.0, ge=0, le=3600)
+
+    # /metrics: on, token (requires the admin token) or off
+    metrics: MetricsMode = MetricsMode.ON
+
+    # Log format of the kit's own lines and of hayhooks' loguru sink: text or json
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+
+
+def kit_settings() -> KitSettings:
+    """Read the settings now: workers and the master must see the environment as it is when they start."""
+    return KitSettings()
