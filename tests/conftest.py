@@ -1,0 +1,216 @@
+"""Real gunicorn processes on free loopback ports, over real pipeline files; stopped by PID, always."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+GUNICORN = [sys.executable, "-m", "gunicorn"]
+WORKER_HEADER = "x-hayhooks-worker"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05) -> object:
+    """Poll *predicate* until it returns something truthy; fail with the last value after *timeout*."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except httpx.HTTPError as e:
+            last = e
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+class Server:
+    """One gunicorn master started from the repository's gunicorn.conf.py."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path, workers: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.log = log
+        self.workers = workers
+        self.url = f"http://127.0.0.1:{port}"
+
+    def request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        """A fresh connection per call, so calls spread over the workers."""
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            return client.request(method, path, **kwargs)  # type: ignore[arg-type]
+
+    def post(self, path: str, **kwargs: object) -> httpx.Response:
+        return self.request("POST", path, **kwargs)
+
+    def get(self, path: str, **kwargs: object) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def by_worker(self, method: str, path: str, calls: int = 40, **kwargs: object) -> dict[str, list[httpx.Response]]:
+        """Send *calls* requests and group the responses by the worker that answered."""
+        seen: dict[str, list[httpx.Response]] = {}
+        for _ in range(calls):
+            response = self.request(method, path, **kwargs)
+            seen.setdefault(response.headers.get(WORKER_HEADER, "?"), []).append(response)
+        return seen
+
+    def every_worker(self, check: Callable[[httpx.Response], bool], method: str, path: str, **kwargs: object) -> bool:
+        """True when all workers answered and every answer passed *check* (polled by callers)."""
+        seen = self.by_worker(method, path, calls=max(12, 6 * self.workers), **kwargs)
+        return len(seen) >= self.workers and all(check(r) for rs in seen.values() for r in rs)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Every worker answered /readyz with 200."""
+        ready: set[str] = set()
+
+        def all_ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gunicorn exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
+            response = self.get("/readyz")
+            if response.status_code == 200:
+                ready.add(response.headers[WORKER_HEADER])
+            return len(ready) >= self.workers
+
+        wait_until(all_ready, timeout=timeout)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def worker_pids(self) -> set[int]:
+        """Current worker PIDs, read from the process table (children of the master)."""
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
+        return {int(p) for p in out.stdout.split()}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def pipelines_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "pipelines"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def runtime_dir() -> Iterator[Path]:
+    """A short private directory for unix sockets (sun_path is limited to 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="hg-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def start_server(tmp_path: Path, runtime_dir: Path) -> Iterator[Callable[..., Server]]:
+    """Start gunicorn masters; every one of them is stopped by PID at teardown."""
+    servers: list[Server] = []
+
+    def start(
+        pipelines: Path,
+        workers: int = 2,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+        wait: bool = True,
+        port: int | None = None,
+    ) -> Server:
+        port = port or free_port()
+        log = tmp_path / f"gunicorn-{port}.log"
+        full_env = {
+            **os.environ,
+            "HAYHOOKS_PIPELINES_DIR": str(pipelines),
+            "HAYHOOKS_GUNICORN_STATE_DIR": str(runtime_dir / "state"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "GUNICORN_CMD_ARGS": f"--workers {workers} --bind 127.0.0.1:{port}",
+            **(env or {}),
+        }
+        command = [*GUNICORN, "-c", str(REPO / "gunicorn.conf.py"), *(args or [])]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(command, cwd=tmp_path, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+        server = Server(proc, port, log, workers)
+        servers.append(server)
+        if wait:
+            server.wait_ready()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def write_wrapper(pipelines: Path, name: str, body: str, extra: dict[str, str] | None = None) -> Path:
+    """Write a wrapper pipeline atomically (staged beside, then renamed) so watchers never see half of it."""
+    stage = pipelines / f".stage-{name}-{time.monotonic_ns()}"
+    stage.mkdir()
+    (stage / "pipeline_wrapper.py").write_text(textwrap.dedent(body))
+    for rel, content in (extra or {}).items():
+        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+        (stage / rel).write_text(content)
+    target = pipelines / name
+    if target.exists():
+        old = pipelines / f".old-{name}-{time.monotonic_ns()}"
+        target.rename(old)
+        stage.rename(target)
+        shutil.rmtree(old)
+    else:
+        stage.rename(target)
+    return target
+
+
+def echo_wrapper(reply: str, setup_sleep: float = 0.0) -> str:
+    """A wrapper whose run_api answers ``{"reply": <reply>}``; ``setup()`` sleeps *setup_sleep* seconds."""
+    return f'''
+import time
+
+from hayhooks import BasePipelineWrapper
+
+
+class PipelineWrapper(BasePipelineWrapper):
+    def setup(self) -> None:
+        time.sleep({setup_sleep})
+
+    def run_api(self, text: str = "") -> dict:
+        """Answer with a fixed reply.
+
+        Args:
+            text: ignored input
+        """
+        return {{"reply": {reply!r}}}
+'''
+
+
+YAML_PIPELINE = """\
+components:
+  builder:
+    type: haystack.components.builders.prompt_builder.PromptBuilder
+    init_parameters:
+      template: "Hello {{name}}!"
+connections: []
+inputs:
+  name: builder.name
+outputs:
+  prompt: builder.prompt
+"""
