@@ -17,6 +17,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+# haystack.tools and haystack.components.agents import each other: two pipelines first importing them from two
+# loading threads at once fail with "cannot import name 'ComponentTool'". Imported here, once, before any load.
+import haystack.components.agents  # noqa: F401
+import haystack.tools  # noqa: F401
 from hayhooks.server.utils.deploy_utils import prepare_pipeline_yaml
 from hayhooks.server.utils.models import PreparedPipeline
 from hayhooks.server.utils.module_loader import (
@@ -27,6 +31,7 @@ from hayhooks.server.utils.module_loader import (
 )
 
 from hayhooks_gunicorn.errors import PipelineLoadError
+
 from hayhooks_gunicorn.scan import PipelineSource
 
 

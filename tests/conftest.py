@@ -35,10 +35,10 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval:
     while time.monotonic() < deadline:
         try:
             last = predicate()
-        except httpx.HTTPError as e:
+            if last:
+                return last
+        except httpx.HTTPError as e:  # the server is not listening yet, or restarting
             last = e
-        if last:
-            return last
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
 
