@@ -31,7 +31,6 @@ from hayhooks.server.utils.module_loader import (
 )
 
 from hayhooks_gunicorn.errors import PipelineLoadError
-
 from hayhooks_gunicorn.scan import PipelineSource
 
 
