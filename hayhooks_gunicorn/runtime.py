@@ -61,7 +61,10 @@ def boot(app: FastAPI) -> WorkerRuntime:
     runtime = WorkerRuntime(reconciler, None, started_at=time.time())
     app.state.kit_runtime = runtime
     for setup in getattr(app.state, "kit_on_boot", []):
-        setup(runtime)
+        try:
+            setup(runtime)
+        except Exception as e:  # an optional feature failing must not keep the worker from serving
+            log.error("Worker {} could not start {}: {}", os.getpid(), getattr(setup, "__name__", setup), e)
     started = time.monotonic()
     reconciler.sync()
     runtime.booted_at = time.time()

@@ -260,3 +260,35 @@ def test_sigterm_during_a_long_load_stops_promptly(start_server, pipelines_dir: 
     # Waiting out graceful_timeout would take 60 s and end with SIGKILL; a prompt stop does neither.
     assert server.proc.wait(timeout=30) == 0
     assert "SIGKILL" not in server.log_text()
+
+
+def test_hot_reload_slower_than_timeout_and_hung_loads_are_bounded(start_server, pipelines_dir: Path) -> None:
+    """Reloads run off the event loop (heartbeats continue); a load past the deadline fails, the rest serve."""
+    write_wrapper(pipelines_dir, "steady", echo_wrapper("steady"))
+    server = start_server(pipelines_dir, args=["--timeout", "2"], env={"HAYHOOKS_GUNICORN_LOAD_TIMEOUT": "6"})
+    pids = server.worker_pids()
+
+    write_wrapper(pipelines_dir, "slowreload", echo_wrapper("slow", setup_sleep=4))
+    write_wrapper(pipelines_dir, "hung", echo_wrapper("hung", setup_sleep=600))
+    wait_until(lambda: serves(server, "slowreload", "slow"), timeout=30)
+    wait_until(lambda: server.log_text().count("did not finish within 6s") == 2, timeout=30)
+    assert "WORKER TIMEOUT" not in server.log_text()
+    assert server.worker_pids() == pids
+    assert serves(server, "steady", "steady")
+    assert gone(server, "hung")
+
+
+def test_multi_file_copy_loads_once_and_complete(start_server, pipelines_dir: Path, tmp_path: Path) -> None:
+    """A plain (non-atomic) copy of a pipeline with several files is debounced into one complete load."""
+    server = start_server(pipelines_dir)
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "pipeline_wrapper.py").write_text(READS_BESIDE)
+    (source / "helper.py").write_text(SHOUT)
+    (source / "greeting.txt").write_text("copied")
+    for i in range(20):
+        (source / f"data{i}.txt").write_text("x" * 1000)
+    shutil.copytree(source, pipelines_dir / "copied")
+    wait_until(lambda: serves(server, "copied", "copied ABC"), timeout=15)
+    assert server.log_text().count("loaded pipeline 'copied'") == 2
+    assert "failed to load pipeline 'copied'" not in server.log_text()
