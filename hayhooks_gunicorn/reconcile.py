@@ -55,6 +55,9 @@ class Change:
 
 @dataclass
 class Reconciler:
+    """Each pipeline loads on its own thread and publishes when ready, so a slow ``setup()`` (model loading)
+    never holds back the reload of another pipeline; one name never has two loads at once."""
+
     app: FastAPI
     pipelines_dir: Path
     server_routes: list[BaseRoute]
@@ -62,38 +65,59 @@ class Reconciler:
     parallel: int = 4
     served: dict[str, Served] = field(default_factory=dict)
     failed: dict[str, Failure] = field(default_factory=dict)
+    loading: dict[str, str] = field(default_factory=dict)  # name -> revision being loaded
     listeners: list[Callable[[Change], None]] = field(default_factory=list)
-    synced_once: bool = False
     last_pass_at: float = 0.0
+    _rerun: bool = False  # a pass skipped a name that was busy loading: look again when that load ends
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _slots: threading.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
+        self._slots = threading.Semaphore(max(1, self.parallel))
         install_source_only_imports(self.pipelines_dir)
 
-    def sync(self) -> list[Change]:
-        """One pass; never raises, so neither a gunicorn hook nor the watcher thread can die of a bad file."""
+    def sync(self, wait: bool = False) -> None:
+        """One pass: withdraw what is gone, start loading what is new or changed; *wait* for those loads (boot).
+
+        Never raises, so neither a gunicorn hook nor the watcher thread can die of a bad file.
+        """
         with self._lock:
             try:
-                changes = self._sync()
+                desired = scan(self.pipelines_dir)
             except OSError as e:
                 # An unreadable directory (network share hiccup) must not undeploy everything.
                 log.error("Worker {} cannot read pipelines directory '{}': {}", os.getpid(), self.pipelines_dir, e)
-                return []
-            self.synced_once = True
+                return
             self.last_pass_at = time.time()
-        for change in changes:
-            for listener in self.listeners:
-                try:
-                    listener(change)
-                except Exception as e:  # a listener must never break reloading
-                    log.warning("Pipeline change listener failed: {}", e)
-        return changes
+            changes = [self._remove(n) for n in list(self.served) if n not in desired and n not in self.loading]
+            for name in [n for n in self.failed if n not in desired]:
+                del self.failed[name]
+            self._rerun = self._rerun or any(n not in desired for n in self.loading)
+            threads = []
+            for source in desired.values():
+                if not self._needs_load(source):
+                    continue
+                if source.name in self.loading:
+                    self._rerun = self._rerun or self.loading[source.name] != source.revision
+                    continue
+                if source.error is None and shadows_route(source.name, self.server_routes):
+                    error = InvalidPipelineError(f"Pipeline name {source.name!r} clashes with a server route")
+                    changes.append(self._fail(source, error, 0.0))
+                    continue
+                self.loading[source.name] = source.revision
+                threads.append(threading.Thread(target=self._load, args=(source,), name=f"load-{source.name}"))
+        self._notify(changes)
+        for thread in threads:
+            thread.start()
+        if wait:
+            for thread in threads:
+                thread.join()
 
     def pending(self) -> list[str]:
-        """Names whose revision on disk differs from what this worker serves or last failed to load."""
+        """Names this worker does not serve as they are on disk (loading, or not yet seen), nor failed on."""
         desired = scan(self.pipelines_dir)
         stale = [n for n in self.served if n not in desired]
-        return stale + [n for n, s in desired.items() if self._needs_load(s)]
+        return sorted({*stale, *self.loading, *(n for n, s in desired.items() if self._needs_load(s))})
 
     def _needs_load(self, source: PipelineSource) -> bool:
         served, failed = self.served.get(source.name), self.failed.get(source.name)
@@ -101,44 +125,32 @@ class Reconciler:
             failed and failed.revision == source.revision
         )
 
-    def _sync(self) -> list[Change]:
-        desired = scan(self.pipelines_dir)
-        changes = [self._remove(name) for name in list(self.served) if name not in desired]
-        for name in [n for n in self.failed if n not in desired]:
-            del self.failed[name]
-        todo = [s for s in desired.values() if self._needs_load(s)]
-        for source in todo:
-            if source.error is None and shadows_route(source.name, self.server_routes):
-                error = InvalidPipelineError(f"Pipeline name {source.name!r} clashes with a server route")
-                changes.append(self._fail(source, error, 0.0))
-        todo = [s for s in todo if s.name not in {c.name for c in changes}]
-        for source, result, seconds in self._prepare_all(todo):
+    def _load(self, source: PipelineSource) -> None:
+        with self._slots:
+            started = time.monotonic()
+            try:
+                result: PreparedPipeline | Exception = prepare_with_deadline(source, self.load_timeout)
+            except Exception as e:
+                result = e
+        seconds = time.monotonic() - started
+        with self._lock:
+            del self.loading[source.name]
             if isinstance(result, PreparedPipeline):
-                changes.append(self._publish(source, result, seconds))
+                change = self._publish(source, result, seconds)
             else:
-                changes.append(self._fail(source, result, seconds))
-        return changes
+                change = self._fail(source, result, seconds)
+            rerun, self._rerun = self._rerun, False
+        self._notify([change])
+        if rerun:
+            self.sync()
 
-    def _prepare_all(self, sources: list[PipelineSource]) -> list[tuple[PipelineSource, object, float]]:
-        """Prepare in a few threads (hayhooks' ``startup_deploy_workers``); publish one at a time afterwards."""
-        results: list[tuple[PipelineSource, object, float]] = []
-        slots = threading.Semaphore(max(1, self.parallel))
-
-        def run(source: PipelineSource) -> None:
-            with slots:
-                started = time.monotonic()
+    def _notify(self, changes: list[Change]) -> None:
+        for change in changes:
+            for listener in self.listeners:
                 try:
-                    result: object = prepare_with_deadline(source, self.load_timeout)
-                except Exception as e:
-                    result = e
-                results.append((source, result, time.monotonic() - started))
-
-        threads = [threading.Thread(target=run, args=(s,), name=f"prepare-{s.name}") for s in sources]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return results
+                    listener(change)
+                except Exception as e:  # a listener must never break reloading
+                    log.warning("Pipeline change listener failed: {}", e)
 
     def _publish(self, source: PipelineSource, prepared: PreparedPipeline, seconds: float) -> Change:
         try:

@@ -66,7 +66,7 @@ def boot(app: FastAPI) -> WorkerRuntime:
         except Exception as e:  # an optional feature failing must not keep the worker from serving
             log.error("Worker {} could not start {}: {}", os.getpid(), getattr(setup, "__name__", setup), e)
     started = time.monotonic()
-    reconciler.sync()
+    reconciler.sync(wait=True)
     runtime.booted_at = time.time()
     log.info(
         "Worker {} serves {} pipeline(s) from '{}' ({} failed) after {:.2f}s",

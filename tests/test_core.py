@@ -292,3 +292,17 @@ def test_multi_file_copy_loads_once_and_complete(start_server, pipelines_dir: Pa
     wait_until(lambda: serves(server, "copied", "copied ABC"), timeout=15)
     assert server.log_text().count("loaded pipeline 'copied'") == 2
     assert "failed to load pipeline 'copied'" not in server.log_text()
+
+
+def test_a_slow_reload_does_not_hold_back_other_pipelines(start_server, pipelines_dir: Path) -> None:
+    """While a model-loading pipeline reloads, an edit of another pipeline is served meanwhile."""
+    write_wrapper(pipelines_dir, "model", echo_wrapper("model v1"))
+    write_wrapper(pipelines_dir, "quick", echo_wrapper("quick v1"))
+    server = start_server(pipelines_dir)
+
+    write_wrapper(pipelines_dir, "model", echo_wrapper("model v2", setup_sleep=20))
+    wait_until(lambda: "model" in server.get("/readyz").json().get("behind", []), timeout=15)
+    write_wrapper(pipelines_dir, "quick", echo_wrapper("quick v2"))
+    wait_until(lambda: serves(server, "quick", "quick v2"), timeout=15)
+    # The slow reload is still under way: the old version serves, the new one is not half there.
+    assert serves(server, "model", "model v1")
