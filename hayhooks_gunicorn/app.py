@@ -12,12 +12,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from hayhooks_gunicorn.cluster import install_cluster
 from hayhooks_gunicorn.compat import check_hayhooks
+from hayhooks_gunicorn.deploy_routes import install_deploy_routes
 from hayhooks_gunicorn.errors import KitError
-from hayhooks_gunicorn.health import router as health_router
+from hayhooks_gunicorn.health import install_health
 from hayhooks_gunicorn.identity import WorkerHeaderMiddleware
+from hayhooks_gunicorn.metrics import install as install_metrics
 from hayhooks_gunicorn.names import fixed_routes
 from hayhooks_gunicorn.runtime import boot, runtime_of
+from hayhooks_gunicorn.settings import kit_settings
 
 
 @asynccontextmanager
@@ -41,10 +45,15 @@ def create_app() -> FastAPI:
         raise KitError(msg)
     app = create_hayhooks_app()
     app.router.lifespan_context = lifespan
-    app.include_router(health_router)
+    install_health(app)
     app.add_middleware(WorkerHeaderMiddleware)
     app.state.kit_runtime = None
     app.state.kit_on_boot = []
+    install_metrics(app)
+    # Deploy calls reach every worker (or say they do not); every worker publishes its state for GET /cluster.
+    kit = kit_settings()
+    install_deploy_routes(app, kit)
+    install_cluster(app, kit)
     # Taken before any pipeline is published: a pipeline name must not shadow these.
     app.state.kit_server_routes = fixed_routes(app)
     return app

@@ -7,6 +7,9 @@ import sys
 
 import click
 
+from hayhooks_gunicorn.admin_cli import check, deploy, status, undeploy
+from hayhooks_gunicorn.ops_cli import restart, systemd
+
 CONFIG_MODULE = "python:hayhooks_gunicorn.gunicorn_conf"
 
 
@@ -77,3 +80,9 @@ def run(
     command = gunicorn_command(extra=(*extra, *gunicorn_args))
     # exec, so signals from systemd or a shell reach the gunicorn master directly.
     os.execvpe(command[0], command, env)
+
+
+main.add_command(restart)
+main.add_command(systemd)
+for command in (deploy, undeploy, status, check):
+    main.add_command(command)

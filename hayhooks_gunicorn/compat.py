@@ -27,7 +27,11 @@ REQUIRED = {
         "unload_pipeline_modules",
     ),
     "hayhooks.server.utils.models": ("PreparedPipeline",),
-    "hayhooks.server.utils.pipeline_paths": ("validate_file_keys", "validate_pipeline_name"),
+    "hayhooks.server.utils.pipeline_paths": ("require_contained_path", "validate_file_keys", "validate_pipeline_name"),
+    # Deploy routes keep hayhooks' request and response models.
+    "hayhooks.server.routers.deploy": ("DeployResponse", "PipelineFilesRequest", "YamlDeployRequest"),
+    "hayhooks.server.routers.undeploy": ("UndeployResponse",),
+    "hayhooks.server.exceptions": ("PipelinePathError",),
     "hayhooks.settings": ("settings",),
 }
 

@@ -28,9 +28,20 @@ graceful_timeout = hayhooks.graceful_shutdown_timeout
 keepalive = 5
 
 # Logging
-accesslog = "-"
 errorlog = "-"
 loglevel = (os.environ.get("HAYHOOKS_LOG_LEVEL") or "info").lower()
+# Access lines on stdout, unless HAYHOOKS_LOG_LEVEL hides INFO lines (as in hayhooks); --access-logfile overrides.
+accesslog = "-" if loglevel in ("trace", "debug", "info") else None
+# One format for gunicorn's, uvicorn's and hayhooks' (loguru) lines, pid on each; HAYHOOKS_GUNICORN_LOG_FORMAT=json.
+logger_class = "hayhooks_gunicorn.logs.KitLogger"
+
+# Control
+# control_socket: unless set here or with --control-socket, each instance gets its own path (see instance.py).
+
+# Metrics
+# PROMETHEUS_MULTIPROC_DIR: a new private directory per master, set before any process imports prometheus_client.
+# gunicorn's own statsd_host / statsd_prefix work unchanged (`--statsd-host`, `--statsd-prefix`).
+hooks.prepare_metrics()
 
 
 # Server hooks
@@ -38,5 +49,17 @@ def on_starting(server):
     hooks.on_starting(server)
 
 
+def when_ready(server):
+    hooks.when_ready(server)
+
+
 def post_worker_init(worker):
     hooks.post_worker_init(worker)
+
+
+def child_exit(server, worker):
+    hooks.child_exit(server, worker)
+
+
+def on_exit(server):
+    hooks.on_exit(server)

@@ -57,7 +57,8 @@ class KitSettings(BaseSettings):
     # Bearer token required by mutating routes (deploy, undeploy); unset = loopback-only deploys
     admin_token: SecretStr | None = None
 
-    # Where each worker publishes its state (shared path = every host sees every worker)
+    # Where each worker publishes its state (shared path = every host sees every worker); unset = a private
+    # per-user directory under the temp dir, keyed by the pipelines directory (state.state_dir)
     state_dir: Path | None = None
     # A worker whose heartbeat is older than this is left out of the cluster view
     heartbeat_ttl: float = Field(default=10.0, gt=0, le=3600)
@@ -70,6 +71,11 @@ class KitSettings(BaseSettings):
 
     # /metrics: on, token (requires the admin token) or off
     metrics: MetricsMode = MetricsMode.ON
+    # Parent of the master's private prometheus_client multiprocess directory (default: the system temp dir)
+    metrics_dir: Path | None = None
+
+    # Seconds a change on disk may stay unloaded, with no load running, before /readyz answers 503 (behind)
+    ready_grace: float = Field(default=30.0, ge=0, le=3600)
 
     # Log format of the kit's own lines and of hayhooks' loguru sink: text or json
     log_format: str = Field(default="text", pattern="^(text|json)$")

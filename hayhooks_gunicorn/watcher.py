@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import watchfiles
@@ -69,21 +70,53 @@ class DirectoryWatcher(threading.Thread):
         log.info("Worker {} watching '{}' ({})", os.getpid(), path, how)
         while not self.stop_event.is_set():
             try:
-                # Events only say "something changed": every batch, and every quiet RESCAN_SECONDS, re-scans.
-                for _changes in watchfiles.watch(
-                    path,
-                    stop_event=self.stop_event,
-                    force_polling=self.polling,
-                    poll_delay_ms=self.poll_interval_ms,
-                    step=self.debounce_ms,
-                    debounce=max(1600, self.debounce_ms * 10),
-                    rust_timeout=RESCAN_SECONDS * 1000,
-                    yield_on_timeout=True,
-                    raise_interrupt=False,
-                    ignore_permission_denied=True,
-                ):
-                    self.reconciler.sync()
+                self._poll(path) if self.polling else self._watch(path)
             except Exception as e:
                 log.warning("Worker {} lost its watch on '{}' ({}); retrying", os.getpid(), path, e)
                 self.stop_event.wait(1.0)
                 self.reconciler.sync()
+
+    def _watch(self, path: Path) -> None:
+        # Events only say "something changed": every batch, and every quiet RESCAN_SECONDS, re-scans.
+        for _changes in watchfiles.watch(
+            path,
+            stop_event=self.stop_event,
+            step=self.debounce_ms,
+            debounce=max(1600, self.debounce_ms * 10),
+            rust_timeout=RESCAN_SECONDS * 1000,
+            yield_on_timeout=True,
+            raise_interrupt=False,
+            ignore_permission_denied=True,
+        ):
+            self.reconciler.sync()
+
+    def _poll(self, path: Path) -> None:
+        """Compare nanosecond stat signatures every interval; re-scan on a change, once it has settled.
+
+        watchfiles' polling backend compares modification times in whole seconds, so a change made in the same
+        second as the one before went unseen until the next change (measured: a third of quick successive edits).
+        """
+        interval = self.poll_interval_ms / 1000
+        last, last_scan = stat_signature(path), time.monotonic()
+        while not self.stop_event.wait(interval):
+            current = stat_signature(path)
+            if current == last and time.monotonic() - last_scan < RESCAN_SECONDS:
+                continue
+            while current != last and not self.stop_event.wait(self.debounce_ms / 1000):
+                last, current = current, stat_signature(path)  # settle: a multi-file copy loads once
+            last, last_scan = current, time.monotonic()
+            self.reconciler.sync()
+
+
+def stat_signature(path: Path) -> frozenset[tuple[str, int, int, int]]:
+    """Every entry below *path* (links followed, as a ConfigMap's ``..data`` needs) by inode, size and mtime."""
+    entries = []
+    for root, dirs, files in os.walk(path, followlinks=True):
+        for name in (*dirs, *files):
+            full = os.path.join(root, name)
+            try:
+                st = os.stat(full)
+            except OSError:  # removed between listing and stat: the next poll sees the rest
+                continue
+            entries.append((full, st.st_ino, st.st_size, st.st_mtime_ns))
+    return frozenset(entries)

@@ -12,6 +12,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -124,9 +125,9 @@ def runtime_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def start_server(tmp_path: Path, runtime_dir: Path) -> Iterator[Callable[..., Server]]:
-    """Start gunicorn masters; every one of them is stopped by PID at teardown."""
+@contextmanager
+def serving(tmp_path: Path, runtime_dir: Path) -> Iterator[Callable[..., Server]]:
+    """Start gunicorn masters; every one of them is stopped by PID on exit."""
     servers: list[Server] = []
 
     def start(
@@ -143,6 +144,10 @@ def start_server(tmp_path: Path, runtime_dir: Path) -> Iterator[Callable[..., Se
             **os.environ,
             "HAYHOOKS_PIPELINES_DIR": str(pipelines),
             "HAYHOOKS_GUNICORN_STATE_DIR": str(runtime_dir / "state"),
+            # Each master's control socket and ready markers go under here (hayhooks_gunicorn/instance.py).
+            "XDG_RUNTIME_DIR": str(runtime_dir),
+            # Parent of each master's private prometheus_client directory (hayhooks_gunicorn/metrics_dir.py).
+            "HAYHOOKS_GUNICORN_METRICS_DIR": str(runtime_dir / "metrics"),
             "PYTHONDONTWRITEBYTECODE": "1",
             "GUNICORN_CMD_ARGS": f"--workers {workers} --bind 127.0.0.1:{port}",
             **(env or {}),
@@ -156,9 +161,29 @@ def start_server(tmp_path: Path, runtime_dir: Path) -> Iterator[Callable[..., Se
             server.wait_ready()
         return server
 
-    yield start
-    for server in servers:
-        server.stop()
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path, runtime_dir: Path) -> Iterator[Callable[..., Server]]:
+    """Start gunicorn masters; every one of them is stopped by PID at teardown."""
+    with serving(tmp_path, runtime_dir) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def start_module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    """``start_server`` for servers shared by the tests of one module (state and pipelines dirs shared too)."""
+    runtime = Path(tempfile.mkdtemp(prefix="hg-", dir="/tmp"))
+    try:
+        with serving(tmp_path_factory.mktemp("servers"), runtime) as start:
+            yield start
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 def write_wrapper(pipelines: Path, name: str, body: str, extra: dict[str, str] | None = None) -> Path:

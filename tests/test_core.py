@@ -57,10 +57,10 @@ def test_boot_loads_every_pipeline_in_every_worker_before_serving(start_server, 
     write_wrapper(pipelines_dir, "beside", READS_BESIDE, {"greeting.txt": "hello\n", "helper.py": SHOUT})
     (pipelines_dir / "greet.yml").write_text(YAML_PIPELINE)
     # setup() takes twice gunicorn's --timeout: the worker must load it, not be killed for it.
-    write_wrapper(pipelines_dir, "slow", echo_wrapper("slow ready", setup_sleep=4))
+    write_wrapper(pipelines_dir, "slow", echo_wrapper("slow ready", setup_sleep=6))
     before = tree(pipelines_dir)
 
-    server = start_server(pipelines_dir, args=["--timeout", "2"])
+    server = start_server(pipelines_dir, args=["--timeout", "3"])
     pids = server.worker_pids()
 
     assert serves(server, "beside", "hello ABC")
@@ -182,6 +182,12 @@ def test_polling_mode_follows_changes(start_server, pipelines_dir: Path) -> None
     assert "(polling every 200 ms)" in server.log_text()
     write_wrapper(pipelines_dir, "polled", echo_wrapper("polled"))
     wait_until(lambda: serves(server, "polled", "polled"), timeout=15)
+    # Two edits within one second: the second must be seen by the poll itself (watchfiles' poller compares
+    # whole-second mtimes and missed it); the 10 s safety re-scan would only catch it after the bound below.
+    wrapper = pipelines_dir / "polled" / "pipeline_wrapper.py"
+    for version in ("polled 2", "polled 3"):
+        wrapper.write_text(echo_wrapper(version))
+        wait_until(lambda v=version: serves(server, "polled", v), timeout=8)
     shutil.rmtree(pipelines_dir / "polled")
     wait_until(lambda: gone(server, "polled"), timeout=15)
 
@@ -265,13 +271,13 @@ def test_sigterm_during_a_long_load_stops_promptly(start_server, pipelines_dir: 
 def test_hot_reload_slower_than_timeout_and_hung_loads_are_bounded(start_server, pipelines_dir: Path) -> None:
     """Reloads run off the event loop (heartbeats continue); a load past the deadline fails, the rest serve."""
     write_wrapper(pipelines_dir, "steady", echo_wrapper("steady"))
-    server = start_server(pipelines_dir, args=["--timeout", "2"], env={"HAYHOOKS_GUNICORN_LOAD_TIMEOUT": "6"})
+    server = start_server(pipelines_dir, args=["--timeout", "3"], env={"HAYHOOKS_GUNICORN_LOAD_TIMEOUT": "8"})
     pids = server.worker_pids()
 
-    write_wrapper(pipelines_dir, "slowreload", echo_wrapper("slow", setup_sleep=4))
+    write_wrapper(pipelines_dir, "slowreload", echo_wrapper("slow", setup_sleep=6))
     write_wrapper(pipelines_dir, "hung", echo_wrapper("hung", setup_sleep=600))
     wait_until(lambda: serves(server, "slowreload", "slow"), timeout=30)
-    wait_until(lambda: server.log_text().count("did not finish within 6s") == 2, timeout=30)
+    wait_until(lambda: server.log_text().count("did not finish within 8s") == 2, timeout=30)
     assert "WORKER TIMEOUT" not in server.log_text()
     assert server.worker_pids() == pids
     assert serves(server, "steady", "steady")

@@ -1,0 +1,270 @@
+"""Results as JSON (``latest.json``), a markdown table (``latest.md``, embedded in README) and a PNG chart."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+README_START = "<!-- benchmarks:latest:start -->"
+README_END = "<!-- benchmarks:latest:end -->"
+SHARED_MACHINE = (
+    "Client and server share the machine, so compare the ratios (measured side by side in the same run), "
+    "not the absolute figures."
+)
+
+
+@dataclass(frozen=True)
+class Goal:
+    key: str
+    op: str  # ">=", "<=", "==" or "" (recorded, no goal)
+    target: float | None
+    meaning: str
+
+    def met(self, value: float | None) -> bool | None:
+        if not self.op or self.target is None or value is None:
+            return None
+        if self.op == ">=":
+            return value >= self.target
+        if self.op == "<=":
+            return value <= self.target
+        return value == self.target
+
+    @property
+    def text(self) -> str:
+        return f"{self.op} {self.target:g}" if self.op and self.target is not None else "recorded"
+
+
+def goals(poll_interval_s: float = 0.5) -> list[Goal]:
+    return [
+        Goal("overhead_vs_naive", ">=", 0.97, "throughput, kit / naive gunicorn recipe"),
+        Goal("ratio_vs_hayhooks_run", ">=", 1.0, "throughput, kit / `hayhooks run --workers 2`"),
+        Goal("p99_ratio_vs_naive", "<=", 1.05, "p99 latency, kit / naive"),
+        Goal("lean_vs_naive", "", None, "throughput, kit with the lean profile / naive"),
+        Goal("metrics_off_vs_naive", "", None, "throughput, kit with HAYHOOKS_GUNICORN_METRICS=off / naive"),
+        Goal("cpu_per_request_vs_naive", "", None, "server CPU time per request, kit / naive (lower is better)"),
+        Goal("cpu_scaling_2v1", ">=", 1.8, "CPU-bound throughput, 2 workers / 1"),
+        Goal("reload_p50_s", "<=", 0.5, "atomic write -> every worker serves it, inotify, p50"),
+        Goal("reload_p99_s", "<=", 1.0, "same, p99"),
+        Goal("reload_poll_p50_s", "<=", round(poll_interval_s + 0.5, 3), "same with polling, p50"),
+        Goal("failed_during_reload", "==", 0, "failed requests during repeated reloads (kit)"),
+        Goal("baseline_failed_during_reload", "", None, "same, naive recipe redeployed via /deploy_files"),
+        Goal("deploy_converged_p50_s", "<=", 1.0, "POST /deploy_files -> every worker serves it, p50"),
+        Goal("boot_s", "", None, "start -> every worker ready, 10 pipelines, 2 workers"),
+        Goal("uss_first_worker_mb", "", None, "USS of the worker of a 1-worker server, MiB"),
+        Goal("uss_extra_worker_mb", "", None, "USS of the second worker of a 2-worker server, MiB"),
+    ]
+
+
+def _get(data: dict[str, Any], *path: str) -> Any:
+    for part in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(part)  # type: ignore[assignment]
+    return data
+
+
+def context(key: str, scenarios: dict[str, Any]) -> str:
+    """One line saying what the figure is made of, from the scenario's details."""
+    d = {name: s.get("details") or {} for name, s in scenarios.items()}
+    o, c, r, a, v, b = (d.get(n, {}) for n in ("overhead", "scaling", "reload", "availability", "convergence", "boot"))
+    rps = {
+        name: _get(o, name, "rps_median") for name in ("kit", "naive", "hayhooks_run", "kit_lean", "kit_metrics_off")
+    }
+    lines = {
+        "overhead_vs_naive": f"kit {rps['kit']} rps, naive {rps['naive']} rps (medians; key: median of round ratios)",
+        "ratio_vs_hayhooks_run": f"`hayhooks run` {rps['hayhooks_run']} rps",
+        "p99_ratio_vs_naive": (
+            f"p99 kit {_get(o, 'kit', 'p99_ms_median')} ms, naive {_get(o, 'naive', 'p99_ms_median')} ms"
+        ),
+        "lean_vs_naive": f"kit lean {rps['kit_lean']} rps: no per-request INFO logs, no local trace capture",
+        "metrics_off_vs_naive": f"{rps['kit_metrics_off']} rps: the cost of per-pipeline Prometheus recording"
+        if rps["kit_metrics_off"] is not None
+        else "measured in the full run only",
+        "cpu_per_request_vs_naive": "µs per request (master + workers): "
+        + ", ".join(
+            f"{name} {_get(o, name, 'cpu_us_per_request_median')}"
+            for name in ("kit", "naive", "hayhooks_run", "kit_lean", "kit_metrics_off")
+        )
+        + "; less sensitive to a busy machine than requests per second",
+        "cpu_scaling_2v1": (
+            f"{c.get('workers_2_rps_median')} vs {c.get('workers_1_rps_median')} rps, workers kept "
+            f"{c.get('workers_2_cores_used')} vs {c.get('workers_1_cores_used')} cores busy (requests per busy core "
+            f"2 workers / 1: {c.get('per_core_efficiency_2v1')}); {c.get('pipeline')}"
+        ),
+        "reload_p50_s": (
+            f"{r.get('changes_inotify')} changes; first worker p50 {r.get('inotify_first_worker_p50_s')} s"
+        ),
+        "reload_p99_s": f"max {r.get('inotify_max_s')} s, {r.get('missed_inotify')} missed",
+        "reload_poll_p50_s": (
+            f"{r.get('changes_poll')} changes, polling every {r.get('poll_interval_s')} s; "
+            f"p99 {r.get('poll_p99_s')} s, {r.get('missed_poll')} not served within {r.get('timeout_s')} s"
+        ),
+        "failed_during_reload": (
+            f"{_get(a, 'kit', 'requests')} requests, {_get(a, 'kit', 'swaps')} swaps, "
+            f"{_get(a, 'kit', 'versions_served')} versions served"
+        ),
+        "baseline_failed_during_reload": (
+            f"{_get(a, 'baseline_naive', 'requests')} requests, {_get(a, 'baseline_naive', 'swaps')} redeploys; "
+            f"failures {_get(a, 'baseline_naive', 'failures')}"
+        ),
+        "deploy_converged_p50_s": (
+            f"{v.get('deploys')} deploys; POST answered p50 {v.get('post_answered_p50_s')} s, "
+            f"statuses {v.get('statuses')}"
+        ),
+        "boot_s": f"naive recipe {_get(b, 'naive', 'boot_s')} s",
+        "uss_first_worker_mb": (
+            f"naive recipe {_get(b, 'naive', 'uss_first_worker_mb')} MiB; master USS kit "
+            f"{_get(b, 'kit', 'master_uss_mb')} MiB, naive {_get(b, 'naive', 'master_uss_mb')} MiB"
+        ),
+        "uss_extra_worker_mb": (
+            f"naive recipe {_get(b, 'naive', 'uss_extra_worker_mb')} MiB; total PSS 1 -> 2 workers kit "
+            f"{_get(b, 'kit', 'total_pss_1w_mb')} -> {_get(b, 'kit', 'total_pss_2w_mb')} MiB, naive "
+            f"{_get(b, 'naive', 'total_pss_1w_mb')} -> {_get(b, 'naive', 'total_pss_2w_mb')} MiB"
+        )
+        + (f"; kit with --preload {_get(b, 'kit_preload', 'uss_extra_worker_mb')} MiB" if "kit_preload" in b else ""),
+    }
+    return lines.get(key, "")
+
+
+def summary(results: dict[str, Any]) -> dict[str, Any]:
+    """The one-line JSON: every key, null where its scenario could not run."""
+    return {goal.key: results["summary"].get(goal.key) for goal in goals()} | {"mode": results["mode"]}
+
+
+def scenario_of(key: str, scenarios: dict[str, Any]) -> dict[str, Any]:
+    for scenario in scenarios.values():
+        if key in scenario.get("keys", {}):
+            return scenario
+    return {}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    scenarios = results["scenarios"]
+    m, v = results["machine"], results["versions"]
+    lines = [
+        f"Run `{results['mode']}` on {results['date']}, {results['elapsed_s']:.0f} s: {m['nproc']} cores "
+        f"({m['cpu']}), {m['memory_gib']} GiB, load average at start {m['load_average_at_start']}; "
+        f"load generator {results['load_generator']}.",
+        "",
+        "Versions: " + ", ".join(f"{name} {version}" for name, version in v.items()) + ".",
+        "",
+        f"**{SHARED_MACHINE}**",
+        "",
+        "| Key | Value | Goal | Met | Measured as |",
+        "|---|---|---|---|---|",
+    ]
+    for goal in goals(results.get("poll_interval_s", 0.5)):
+        value = results["summary"].get(goal.key)
+        scenario = scenario_of(goal.key, scenarios)
+        met = goal.met(value)
+        mark = {True: "met", False: "**not met**", None: "—"}[met]
+        how = scenario.get("error") if value is None and scenario.get("error") else context(goal.key, scenarios)
+        if value is None and not scenario.get("error") and goal.key not in results["summary"]:
+            how = "not run (scenario not selected)"
+        lines.append(f"| `{goal.key}` | {_cell(value)} | {goal.text} | {mark} | {goal.meaning}: {how} |")
+    notes = [f"- {name}: {note}" for name, s in scenarios.items() for note in s.get("notes", [])]
+    if notes:
+        lines += ["", "Notes:", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: dict[str, Any], path: Path) -> str | None:
+    """A PNG of the main figures; None when matplotlib (the `bench` extra) is missing, else an error text."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install '.[bench]'): no chart"
+    s = results["summary"]
+    overhead = _get(results["scenarios"], "overhead", "details") or {}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    names = [
+        ("naive", "naive"),
+        ("hayhooks_run", "hayhooks run"),
+        ("kit", "kit"),
+        ("kit_lean", "kit (lean)"),
+        ("kit_metrics_off", "kit (metrics off)"),
+    ]
+    # A diagnostic that was not measured is left out; a missing figure with a goal shows as n/a.
+    rps = [(label, value) for key, label in names if (value := _get(overhead, key, "rps_median")) is not None]
+    _bars(axes[0], rps, "Throughput, trivial pipeline, 2 workers (rps, median)", None)
+    by_key = {g.key: g for g in goals(results.get("poll_interval_s", 0.5))}
+    ratio_keys = (
+        "overhead_vs_naive",
+        "ratio_vs_hayhooks_run",
+        "p99_ratio_vs_naive",
+        "lean_vs_naive",
+        "metrics_off_vs_naive",
+        "cpu_per_request_vs_naive",
+        "cpu_scaling_2v1",
+    )
+    second_keys = ("reload_p50_s", "reload_p99_s", "reload_poll_p50_s", "deploy_converged_p50_s", "boot_s")
+    for ax, all_keys, title in ((axes[1], ratio_keys, "Ratios"), (axes[2], second_keys, "Seconds")):
+        keys = [k for k in all_keys if s.get(k) is not None or by_key[k].op]
+        items = [(key.removesuffix("_s").replace("_", " "), s.get(key)) for key in keys]
+        _bars(ax, items, f"{title} (dashed: goal; green met, red not met)", [by_key[k] for k in keys])
+    fig.suptitle(
+        f"hayhooks-gunicorn benchmarks ({results['mode']}, {results['date'][:10]}, "
+        f"{results['machine']['nproc']} cores; client and server share the machine)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+COLORS = {True: "#55A868", False: "#C44E52", None: "#4C72B0"}
+
+
+def _bars(ax: Any, items: list[tuple[str, Any]], title: str, targets: list[Goal] | None) -> None:
+    labels = [label for label, _ in items]
+    values = [value if isinstance(value, int | float) else 0 for _, value in items]
+    met = [goal.met(value) for goal, (_, value) in zip(targets, items, strict=True)] if targets else [None] * len(items)
+    bars = ax.bar(range(len(items)), values, color=[COLORS[m] for m in met])
+    for bar, (_, value) in zip(bars, items, strict=True):
+        text = "n/a" if value is None else f"{value:g}"
+        ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+    for index, goal in enumerate(targets or []):
+        if goal.op and goal.target is not None:
+            ax.hlines(goal.target, index - 0.4, index + 0.4, colors="black", linestyles="--")
+    ax.set_xticks(range(len(items)), labels, rotation=20, ha="right", fontsize=8)
+    ax.set_title(title, fontsize=10)
+
+
+def write(results: dict[str, Any], directory: Path = RESULTS_DIR) -> dict[str, Path | str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path | str] = {}
+    json_path = directory / "latest.json"
+    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    written["json"] = json_path
+    md_path = directory / "latest.md"
+    md_path.write_text(markdown(results))
+    written["markdown"] = md_path
+    png_path = directory / "latest.png"
+    problem = chart(results, png_path)
+    written["chart"] = problem or png_path
+    return written
+
+
+def embed_in_readme(readme: Path, table: str, chart_link: str | None = "benchmarks/results/latest.png") -> bool:
+    """Replace the text between the README's benchmark markers with the latest table and chart."""
+    text = readme.read_text()
+    pattern = re.compile(re.escape(README_START) + r".*?" + re.escape(README_END), re.DOTALL)
+    if not pattern.search(text):
+        return False
+    image = f"\n![Benchmark chart]({chart_link})\n" if chart_link else ""
+    block = f"{README_START}\n{table}{image}{README_END}"
+    readme.write_text(pattern.sub(lambda _: block, text, count=1))
+    return True

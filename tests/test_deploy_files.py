@@ -1,0 +1,204 @@
+"""The deployment files: systemd units (rendered, verified, hardened) and Kubernetes manifests (validated)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from hayhooks_gunicorn.cli import main
+from hayhooks_gunicorn.systemd_units import UnitOptions, for_this_install, render, write
+
+REPO = Path(__file__).resolve().parent.parent
+SYSTEMD_DIR = REPO / "deploy" / "systemd"
+KUBERNETES_DIR = REPO / "deploy" / "kubernetes"
+MANIFESTS = sorted(KUBERNETES_DIR.rglob("*.yaml"))
+# This interpreter's directory holds gunicorn and hayhooks-gunicorn (a virtualenv's bin/).
+BIN_DIR = str(Path(sys.executable).absolute().parent)
+
+needs_systemd_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze is not installed (Debian: apt-get install systemd; .ci/run installs it)",
+)
+
+
+def verify(directory: Path, *units: str) -> subprocess.CompletedProcess[str]:
+    command = ["systemd-analyze", "verify", "--man=no", *units]
+    return subprocess.run(command, cwd=directory, capture_output=True, text=True, timeout=60)
+
+
+def test_deploy_systemd_is_the_render_of_the_default_options() -> None:
+    """deploy/systemd/ is generated, never edited by hand: regenerate it with `write(UnitOptions(), ...)`."""
+    rendered = render(UnitOptions())
+    assert sorted(rendered) == sorted(p.name for p in SYSTEMD_DIR.iterdir())
+    for name, text in rendered.items():
+        assert (SYSTEMD_DIR / name).read_text() == text, f"deploy/systemd/{name} differs from the template render"
+
+
+def test_service_unit_has_the_lifecycle_settings() -> None:
+    service = render(UnitOptions())["hayhooks.service"]
+    for line in (
+        "Type=notify",
+        "KillMode=mixed",
+        "KillSignal=SIGTERM",
+        "Restart=on-failure",
+        "RuntimeDirectory=hayhooks",
+        "EnvironmentFile=/etc/hayhooks/hayhooks.env",
+        "ProtectSystem=strict",
+        "ReadWritePaths=-/var/lib/hayhooks/pipelines",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "ProtectHome=yes",
+        "ExecReload=/opt/hayhooks/venv/bin/hayhooks-gunicorn restart --control-socket %t/hayhooks/gunicorn.ctl",
+    ):
+        assert line in service.splitlines(), line
+    graceful = int(re.search(r"--graceful-timeout (\d+)", service).group(1))
+    assert int(re.search(r"^TimeoutStopSec=(\d+)$", service, re.M).group(1)) > graceful
+
+
+@needs_systemd_analyze
+def test_deploy_units_verify_cleanly_with_an_existing_gunicorn(tmp_path: Path) -> None:
+    for name in ("hayhooks.service", "hayhooks.socket"):
+        text = (SYSTEMD_DIR / name).read_text().replace(UnitOptions.bin_dir, BIN_DIR)
+        (tmp_path / name).write_text(text)
+    result = verify(tmp_path, "hayhooks.service", "hayhooks.socket")
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+@needs_systemd_analyze
+def test_units_rendered_for_this_install_verify_cleanly(tmp_path: Path) -> None:
+    options = for_this_install(name="hayhooks-test", pipelines_dir=str(tmp_path / "pipelines"))
+    assert options.bin_dir == BIN_DIR
+    write(options, tmp_path)
+    result = verify(tmp_path, "hayhooks-test.service", "hayhooks-test.socket")
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+@needs_systemd_analyze
+def test_verify_catches_a_misspelled_key(tmp_path: Path) -> None:
+    """The check above means something: a typo gives exit 0 but a line on stderr."""
+    write(for_this_install(), tmp_path)
+    service = tmp_path / "hayhooks.service"
+    service.write_text(service.read_text().replace("NoNewPrivileges=", "NoNewPrivilege="))
+    result = verify(tmp_path, "hayhooks.service", "hayhooks.socket")
+    assert "Unknown key" in result.stderr
+
+
+@needs_systemd_analyze
+def test_security_exposure_is_no_worse_than_recorded_in_the_readme() -> None:
+    recorded = float(re.search(r"exposure level: \*\*(\d+\.\d+)", (REPO / "README.md").read_text()).group(1))
+    command = ["systemd-analyze", "security", "--offline=yes", "hayhooks.service"]
+    result = subprocess.run(command, cwd=SYSTEMD_DIR, capture_output=True, text=True, timeout=60)
+    measured = float(re.search(r"Overall exposure level for hayhooks.service: (\d+\.\d+)", result.stdout).group(1))
+    assert measured <= recorded, result.stdout
+
+
+def test_systemd_command_writes_units_for_this_install(tmp_path: Path) -> None:
+    out = tmp_path / "units"
+    args = ["systemd", "--name", "rag", "--user", "root", "--pipelines-dir", str(tmp_path / "p"), "-o", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["rag.env.example", "rag.service", "rag.socket"]
+    service = (out / "rag.service").read_text()
+    assert f"ExecStart={BIN_DIR}/gunicorn -c python:hayhooks_gunicorn.gunicorn_conf" in service
+    assert f"Environment=HAYHOOKS_PIPELINES_DIR={tmp_path / 'p'}" in service
+    assert "EnvironmentFile=/etc/rag/rag.env" in service
+    assert "User=root" in service and "Requires=rag.socket" in service
+    # An install living under /root or /home keeps those readable.
+    at_home = any(p.startswith(("/root/", "/home/")) for p in (BIN_DIR, os.getcwd()))
+    assert ("ProtectHome=read-only" in service) == at_home
+
+    bad = CliRunner().invoke(main, ["systemd", "--name", "a b"])
+    assert bad.exit_code == 1 and "Invalid unit name" in bad.output
+
+
+def test_manifests_pass_kubernetes_validate_strict() -> None:
+    assert MANIFESTS
+    command = [sys.executable, "-m", "kubernetes_validate", "--strict", *map(str, MANIFESTS)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # A kind without a schema only warns, with exit 0.
+    assert "WARN" not in result.stdout and "ERROR" not in result.stdout, result.stdout
+    assert result.stdout.count(" passed ") == sum(len(load(p)) for p in MANIFESTS)
+
+
+def test_kubernetes_validate_strict_rejects_a_misspelled_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((KUBERNETES_DIR / "service.yaml").read_text().replace("targetPort:", "targetPorts:"))
+    result = subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "--strict", str(bad)], capture_output=True, text=True
+    )
+    assert result.returncode != 0
+
+
+def load(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def resources(*names: str) -> dict[str, dict]:
+    return {doc["kind"]: doc for name in names for doc in load(KUBERNETES_DIR / name)}
+
+
+def test_manifests_hold_what_a_deployment_needs() -> None:
+    kinds = resources("deployment.yaml", "service.yaml", "pvc.yaml", "pdb.yaml")
+    assert {"Deployment", "Service", "PersistentVolumeClaim", "PodDisruptionBudget"} <= set(kinds)
+    assert kinds["Service"]["spec"]["type"] == "LoadBalancer"
+    assert kinds["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    for deployment in (kinds["Deployment"], resources("readonly/deployment.yaml")["Deployment"]):
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+        # The kubelet's SIGTERM comes after preStop; gunicorn then needs graceful_timeout.
+        pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        assert pod["terminationGracePeriodSeconds"] > pre_stop + int(env["HAYHOOKS_GRACEFUL_SHUTDOWN_TIMEOUT"])
+    shared = kinds["Deployment"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in shared["containers"][0]["env"]}
+    mounts = {m["mountPath"] for m in shared["containers"][0]["volumeMounts"]}
+    assert (
+        shared["volumes"][0]["persistentVolumeClaim"]["claimName"] == kinds["PersistentVolumeClaim"]["metadata"]["name"]
+    )
+    assert env["HAYHOOKS_PIPELINES_DIR"].startswith("/data/") and env["HAYHOOKS_GUNICORN_STATE_DIR"].startswith(
+        "/data/"
+    )
+    assert "/data" in mounts and env["HAYHOOKS_GUNICORN_WATCH"] == "poll"
+
+
+def test_configmap_variant_serves_its_pipelines(tmp_path: Path) -> None:
+    """The read-only variant's ConfigMap, laid out as the kubelet does (``..data`` symlinks), loads cleanly."""
+    config = resources("readonly/configmap.yaml")["ConfigMap"]
+    pod = resources("readonly/deployment.yaml")["Deployment"]["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if "configMap" in v)
+    assert volume["configMap"]["name"] == config["metadata"]["name"]
+    assert any(m["name"] == volume["name"] and m["readOnly"] for m in pod["containers"][0]["volumeMounts"])
+    mount = tmp_path / "pipelines"
+    version = mount / "..2026_01_01_00_00_00.000000001"
+    for item in volume["configMap"]["items"]:
+        (version / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (version / item["path"]).write_text(config["data"][item["key"]])
+    (mount / "..data").symlink_to(version.name)
+    for top in {item["path"].split("/")[0] for item in volume["configMap"]["items"]}:
+        (mount / top).symlink_to(f"..data/{top}")
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        from hayhooks_gunicorn.loader import prepare
+        from hayhooks_gunicorn.scan import scan
+        sources = scan(Path({str(mount)!r}))
+        print(sorted(sources))
+        for source in sources.values():
+            assert source.error is None, source.error
+            prepare(source)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "['hello', 'text_stats']"
