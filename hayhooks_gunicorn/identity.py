@@ -8,11 +8,18 @@ import socket
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = "X-Hayhooks-Worker"
+HEADER_KEY = HEADER.lower().encode()
+
+
+_cached: dict[int, str] = {}
 
 
 def worker_id() -> str:
-    """Computed per call: an app built before fork (``preload_app``) must still name the answering process."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Keyed by pid: an app built before fork (``preload_app``) must still name the answering process."""
+    pid = os.getpid()
+    if pid not in _cached:
+        _cached[pid] = f"{socket.gethostname()}:{pid}"
+    return _cached[pid]
 
 
 class WorkerHeaderMiddleware:
@@ -25,11 +32,11 @@ class WorkerHeaderMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        value = worker_id().encode()
+        header = (HEADER_KEY, worker_id().encode())
 
         async def send_with_header(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (HEADER.lower().encode(), value)]
+                message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
         await self.app(scope, receive, send_with_header)
