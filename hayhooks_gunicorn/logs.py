@@ -21,6 +21,11 @@ from typing import Any
 from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.instrument.statsd import Statsd
 
+try:  # where loguru keeps what contextualize() binds (the request id); without it, access lines go through loguru
+    from loguru._logger import context as _loguru_context
+except ImportError:  # pragma: no cover
+    _loguru_context = None
+
 ACCESS_TAG = "kit_access"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _LEVELS = {"TRACE": logging.DEBUG, "SUCCESS": logging.INFO}
@@ -174,24 +179,35 @@ def _plain_stream(target: logging.Logger, level: int) -> logging.StreamHandler |
 
 
 class AccessToGunicorn(logging.Handler):
-    """``uvicorn.access`` -> loguru tagged as access (so hayhooks' request id stays on the line) -> gunicorn's
-    access log; hayhooks' ``HAYHOOKS_ACCESS_LOG_EXCLUDED_PATH_PREFIXES`` still applies."""
+    """``uvicorn.access`` -> gunicorn's access log, with hayhooks' request id on the line; hayhooks'
+    ``HAYHOOKS_ACCESS_LOG_EXCLUDED_PATH_PREFIXES`` still applies."""
 
-    def __init__(self, hayhooks_handler: logging.Handler | None) -> None:
+    def __init__(self, hayhooks_handler: logging.Handler | None, glogger: GunicornLogger) -> None:
         super().__init__()
         self.excluded = getattr(hayhooks_handler, "_is_excluded_access_log", None)
+        self.glogger = glogger
 
     def emit(self, record: logging.LogRecord) -> None:
         from loguru import logger
 
-        if self.excluded is not None and self.excluded(record):
+        if not self.glogger.access_log_enabled or (self.excluded is not None and self.excluded(record)):
             return
-        logger.bind(**{ACCESS_TAG: True}).log(record.levelname, _ANSI.sub("", record.getMessage()))
+        message = _ANSI.sub("", record.getMessage())
+        stream = _plain_stream(self.glogger.access_log, logging.INFO)
+        if stream is not None and _loguru_context is not None:
+            # The common case, written directly: one access line per request is worth the shortcut past loguru.
+            # hayhooks binds the request id with loguru's contextualize() (server/logger.py::RequestIdMiddleware).
+            line = stream.formatter.line(record.created, record.process, "INFO", message, _loguru_context.get())
+            with stream.lock:
+                stream.stream.write(line + stream.terminator)
+                stream.stream.flush()
+            return
+        logger.bind(**{ACCESS_TAG: True}).log(record.levelname, message)
 
 
-def route_uvicorn_access() -> None:
+def route_uvicorn_access(glogger: GunicornLogger) -> None:
     """In a worker, after hayhooks' ``create_app()`` pointed ``uvicorn.access`` at its loguru interceptor."""
     access = logging.getLogger("uvicorn.access")
-    access.handlers = [AccessToGunicorn(access.handlers[0] if access.handlers else None)]
+    access.handlers = [AccessToGunicorn(access.handlers[0] if access.handlers else None, glogger)]
     access.setLevel(logging.INFO)
     access.propagate = False

@@ -75,7 +75,7 @@ class HayhooksWorker(UvicornWorker):
     def load_wsgi(self) -> None:
         super().load_wsgi()
         if isinstance(self.log, logs.KitLogger):  # after hayhooks' create_app() pointed uvicorn's loggers at loguru
-            logs.route_uvicorn_access()
+            logs.route_uvicorn_access(self.log)
 
     async def _serve(self) -> None:
         # uvicorn-worker's _serve, with KitServer, and SIGQUIT going to it: uvicorn-worker's own SIGQUIT handler

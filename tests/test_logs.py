@@ -78,11 +78,13 @@ def test_json_lines_and_access_log_off(start_server, pipelines_dir: Path, tmp_pa
 
 
 def test_hayhooks_access_log_exclusions_still_apply() -> None:
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
     from hayhooks.server.logger import _InterceptHandler
 
     from hayhooks_gunicorn.logs import AccessToGunicorn
 
-    handler = AccessToGunicorn(_InterceptHandler(access_log_excluded_path_prefixes=["/healthz"]))
+    handler = AccessToGunicorn(_InterceptHandler(access_log_excluded_path_prefixes=["/healthz"]), Logger(Config()))
 
     def access(path: str) -> logging.LogRecord:
         args = ("127.0.0.1:5", "GET", path, "1.1", 200)

@@ -104,12 +104,6 @@ def run(plan: Plan) -> Measured:
         )
         if count
     ]
-    if poll.missed:
-        notes.append(
-            "watchfiles' polling backend (notify's PollWatcher) compares modification times in whole seconds, so a "
-            "change made in the same second as the previous one is only seen at the next change or the kit's 10 s "
-            "re-scan"
-        )
     return Measured(keys, details, notes)
 
 

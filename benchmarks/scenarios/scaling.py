@@ -58,7 +58,7 @@ def run(plan: Plan) -> Measured:
     if plan.embedding and not missing:
         write_pipeline(pipelines, "cpu", embedding())
         env = {**SINGLE_THREAD_ENV, **OFFLINE_ENV}
-        kind = "embedding (SentenceTransformers, all-MiniLM-L6-v2, 1 torch thread per worker)"
+        kind = "embedding (SentenceTransformers, all-MiniLM-L6-v2; per worker 1 torch thread, 1 inference at a time)"
     else:
         write_pipeline(pipelines, "cpu", cpu_pure(plan.cpu_loops))
         kind = f"pure-Python component ({plan.cpu_loops} loop iterations per request)"
