@@ -20,7 +20,9 @@ class Plan:
     cpu_rounds: int = 5
     cpu_seconds: float = 10.0
     cpu_connections: int = 8
-    cpu_loops: int = 200_000  # pure-Python pipeline: ~15-20 ms of one core per request
+    # pure-Python pipeline: ~40 ms of one core per request, so reconnecting and the load generator (same cores)
+    # stay a small share of the work being scaled
+    cpu_loops: int = 500_000
     embedding: bool = True  # the full run uses a real embedding pipeline (the `bench` extra)
     # Reload propagation
     reload_changes: int = 60
@@ -54,7 +56,7 @@ def quick_plan(workdir: Path) -> Plan:
         diagnostics=False,
         warmup=1.0,
         cpu_rounds=3,
-        cpu_seconds=4.0,
+        cpu_seconds=6.0,
         embedding=False,
         reload_changes=30,
         poll_changes=30,
