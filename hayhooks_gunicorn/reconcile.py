@@ -67,7 +67,6 @@ class Reconciler:
     failed: dict[str, Failure] = field(default_factory=dict)
     loading: dict[str, str] = field(default_factory=dict)  # name -> revision being loaded
     listeners: list[Callable[[Change], None]] = field(default_factory=list)
-    last_pass_at: float = 0.0
     _rerun: bool = False  # a pass skipped a name that was busy loading: look again when that load ends
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _slots: threading.Semaphore = field(init=False)
@@ -88,7 +87,6 @@ class Reconciler:
                 # An unreadable directory (network share hiccup) must not undeploy everything.
                 log.error("Worker {} cannot read pipelines directory '{}': {}", os.getpid(), self.pipelines_dir, e)
                 return
-            self.last_pass_at = time.time()
             changes = [self._remove(n) for n in list(self.served) if n not in desired and n not in self.loading]
             for name in [n for n in self.failed if n not in desired]:
                 del self.failed[name]

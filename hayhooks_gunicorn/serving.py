@@ -48,10 +48,6 @@ def withdraw(app: FastAPI, name: str) -> None:
     unload_pipeline_modules(name)
 
 
-def served_names() -> list[str]:
-    return registry.get_names()
-
-
 def _make_route(app: FastAPI, route_kwargs: dict[str, Any]) -> APIRoute:
     """Build the route as ``app.add_api_route`` would, without adding it yet."""
     scratch = APIRouter(dependency_overrides_provider=app)
