@@ -201,15 +201,9 @@ def chart(results: dict[str, Any], path: Path) -> str | None:
     rps = [(label, value) for key, label in names if (value := _get(overhead, key, "rps_median")) is not None]
     _bars(axes[0], rps, "Throughput, trivial pipeline, 2 workers (rps, median)", None)
     by_key = {g.key: g for g in goals(results.get("poll_interval_s", 0.5))}
-    ratio_keys = (
-        "overhead_vs_naive",
-        "ratio_vs_hayhooks_run",
-        "p99_ratio_vs_naive",
-        "lean_vs_naive",
-        "metrics_off_vs_naive",
-        "cpu_per_request_vs_naive",
-        "cpu_scaling_2v1",
-    )
+    from benchmarks.scenarios import overhead, scaling
+
+    ratio_keys = (*overhead.SCENARIO.keys, *scaling.SCENARIO.keys)
     second_keys = ("reload_p50_s", "reload_p99_s", "reload_poll_p50_s", "deploy_converged_p50_s", "boot_s")
     for ax, all_keys, title in ((axes[1], ratio_keys, "Ratios"), (axes[2], second_keys, "Seconds")):
         keys = [k for k in all_keys if s.get(k) is not None or by_key[k].op]
