@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import YAML_PIPELINE, Server, echo_wrapper, wait_until, write_wrapper
+from conftest import YAML_PIPELINE, Server, echo_wrapper, free_port, wait_until, write_wrapper
 
 pytestmark = pytest.mark.integration
 
@@ -236,16 +236,18 @@ def test_swaps_under_load_never_fail_a_request(start_server, pipelines_dir: Path
 
 
 def test_gunicorn_conventions_web_concurrency_and_cmd_args(start_server, pipelines_dir: Path) -> None:
-    """WEB_CONCURRENCY sets the worker count; GUNICORN_CMD_ARGS still overrides the config file."""
+    """WEB_CONCURRENCY sets the worker count; GUNICORN_CMD_ARGS overrides it and the rest of the config file."""
     write_wrapper(pipelines_dir, "count", echo_wrapper("count"))
-    port_args = {"GUNICORN_CMD_ARGS": "", "WEB_CONCURRENCY": "3", "HAYHOOKS_HOST": "127.0.0.1"}
-    from conftest import free_port
-
     port = free_port()
-    port_args["HAYHOOKS_PORT"] = str(port)
-    server = start_server(pipelines_dir, workers=3, env=port_args, port=port)
+    env = {"GUNICORN_CMD_ARGS": "", "WEB_CONCURRENCY": "3", "HAYHOOKS_HOST": "127.0.0.1", "HAYHOOKS_PORT": str(port)}
+    server = start_server(pipelines_dir, workers=3, env=env, port=port)
     assert len(server.worker_pids()) == 3
     assert serves(server, "count", "count")
+
+    # The fixture passes --workers 1 and --bind in GUNICORN_CMD_ARGS: both beat WEB_CONCURRENCY and HAYHOOKS_PORT.
+    server = start_server(pipelines_dir, workers=1, env={"WEB_CONCURRENCY": "3", "HAYHOOKS_PORT": str(port)})
+    assert len(server.worker_pids()) == 1
+    assert server.port != port and serves(server, "count", "count")
 
 
 def test_sigterm_during_a_long_load_stops_promptly(start_server, pipelines_dir: Path, tmp_path: Path) -> None:
