@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import WORKER_HEADER, echo_wrapper, write_wrapper
+from conftest import WORKER_HEADER, echo_wrapper, wait_until, write_wrapper
 
 from hayhooks_gunicorn.logs import JsonFormatter, TextFormatter
 
@@ -43,7 +43,14 @@ def test_every_line_has_one_format_and_a_pid_and_access_lines_follow_gunicorn(
 ) -> None:
     write_wrapper(pipelines_dir, "echo", echo_wrapper("hi"))
     server = start_server(pipelines_dir)
-    answered = {r.headers[WORKER_HEADER].split(":")[1] for r in (server.post("/echo/run", json={}) for _ in range(8))}
+    answered: set[str] = set()
+
+    def both_answered() -> bool:
+        # Which worker accepts a fresh connection is up to the kernel: call until each has answered at least once.
+        answered.add(server.post("/echo/run", json={}).headers[WORKER_HEADER].split(":")[1])
+        return len(answered) == 2
+
+    wait_until(both_answered, timeout=30)
     server.stop()
     lines = server.log_text().splitlines()
     heads = [line for line in lines if not line.startswith((" ", "Traceback", "\t")) and line.strip()]
