@@ -66,16 +66,22 @@ class Server:
         return self.request("GET", path, **kwargs)
 
     def by_worker(self, method: str, path: str, calls: int = 40, **kwargs: object) -> dict[str, list[httpx.Response]]:
-        """Send *calls* requests and group the responses by the worker that answered."""
+        """Send at least *calls* requests and group the responses by the worker that answered.
+
+        Fresh connections do not alternate between workers (the kernel may hand many in a row to one), so this
+        goes on calling until every worker has answered, within a bounded number of extra calls.
+        """
         seen: dict[str, list[httpx.Response]] = {}
-        for _ in range(calls):
+        sent = 0
+        while sent < calls or (len(seen) < self.workers and sent < calls + 50 * self.workers):
             response = self.request(method, path, **kwargs)
             seen.setdefault(response.headers.get(WORKER_HEADER, "?"), []).append(response)
+            sent += 1
         return seen
 
     def every_worker(self, check: Callable[[httpx.Response], bool], method: str, path: str, **kwargs: object) -> bool:
         """True when all workers answered and every answer passed *check* (polled by callers)."""
-        seen = self.by_worker(method, path, calls=max(12, 6 * self.workers), **kwargs)
+        seen = self.by_worker(method, path, calls=6 * self.workers, **kwargs)
         return len(seen) >= self.workers and all(check(r) for rs in seen.values() for r in rs)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
