@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from hayhooks_gunicorn.cluster import install_cluster
 from hayhooks_gunicorn.compat import check_hayhooks
 from hayhooks_gunicorn.deploy_routes import install_deploy_routes
+from hayhooks_gunicorn.dispatch import apply as apply_sync_run
 from hayhooks_gunicorn.errors import KitError
 from hayhooks_gunicorn.health import install_health
 from hayhooks_gunicorn.identity import WorkerHeaderMiddleware
@@ -43,15 +44,16 @@ def create_app() -> FastAPI:
     if settings.durable_mode:
         msg = "HAYHOOKS_DURABLE_MODE fixes the pipeline set at startup; serve durable pipelines with `hayhooks run`"
         raise KitError(msg)
+    kit = kit_settings()
     app = create_hayhooks_app()
     app.router.lifespan_context = lifespan
+    apply_sync_run(kit.sync_run)
     install_health(app)
     app.add_middleware(WorkerHeaderMiddleware)
     app.state.kit_runtime = None
     app.state.kit_on_boot = []
     install_metrics(app)
     # Deploy calls reach every worker (or say they do not); every worker publishes its state for GET /cluster.
-    kit = kit_settings()
     install_deploy_routes(app, kit)
     install_cluster(app, kit)
     # Taken before any pipeline is published: a pipeline name must not shadow these.

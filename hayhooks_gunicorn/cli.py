@@ -49,6 +49,13 @@ def gunicorn_command(config: str = CONFIG_MODULE, extra: tuple[str, ...] = ()) -
     default=None,
     help="How workers notice changes [default: HAYHOOKS_GUNICORN_WATCH, else auto].",
 )
+@click.option(
+    "--sync-run",
+    type=click.Choice(["threadpool", "inline"]),
+    default=None,
+    help="Where sync pipeline methods run; inline suits CPU-bound pipelines "
+    "[default: HAYHOOKS_GUNICORN_SYNC_RUN, else threadpool].",
+)
 @click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED)
 def run(
     host: str,
@@ -58,6 +65,7 @@ def run(
     timeout: int | None,
     deploy_mode: str | None,
     watch: str | None,
+    sync_run: str | None,
     gunicorn_args: tuple[str, ...],
 ) -> None:
     """Start gunicorn with the kit's configuration; arguments after the options go to gunicorn unchanged.
@@ -72,6 +80,8 @@ def run(
         env["HAYHOOKS_GUNICORN_DEPLOY_MODE"] = deploy_mode
     if watch:
         env["HAYHOOKS_GUNICORN_WATCH"] = watch
+    if sync_run:
+        env["HAYHOOKS_GUNICORN_SYNC_RUN"] = sync_run
     extra: list[str] = []
     if workers is not None:
         extra += ["--workers", str(workers)]

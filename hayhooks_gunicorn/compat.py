@@ -19,6 +19,7 @@ REQUIRED = {
         "_deploy_lock",
         "prepare_pipeline_yaml",
         "read_pipeline_files_from_dir",
+        "run_in_threadpool",
     ),
     "hayhooks.server.utils.module_loader": (
         "_PipelineModuleLoader",
@@ -31,6 +32,8 @@ REQUIRED = {
     # Deploy routes keep hayhooks' request and response models.
     "hayhooks.server.routers.deploy": ("DeployResponse", "PipelineFilesRequest", "YamlDeployRequest"),
     "hayhooks.server.routers.undeploy": ("UndeployResponse",),
+    # HAYHOOKS_GUNICORN_SYNC_RUN=inline replaces how these run a pipeline's sync methods (dispatch.py).
+    "hayhooks.server.routers.openai": ("run_in_threadpool",),
     "hayhooks.server.exceptions": ("PipelinePathError",),
     "hayhooks.settings": ("settings",),
 }

@@ -32,6 +32,13 @@ class WatchMode(str, Enum):
     OFF = "off"  # read the directory once, at worker boot
 
 
+class SyncRun(str, Enum):
+    """Where a worker runs a pipeline's synchronous ``run_api`` / ``run_chat_completion`` (see ``dispatch``)."""
+
+    THREADPOOL = "threadpool"  # hayhooks' behaviour: a thread per call, many calls at once per worker
+    INLINE = "inline"  # on the worker's event loop, one call at a time: for CPU-bound pipelines
+
+
 class MetricsMode(str, Enum):
     ON = "on"
     TOKEN = "token"  # /metrics requires the admin token
@@ -76,6 +83,9 @@ class KitSettings(BaseSettings):
 
     # Seconds a change on disk may stay unloaded, with no load running, before /readyz answers 503 (behind)
     ready_grace: float = Field(default=30.0, ge=0, le=3600)
+
+    # Where sync pipeline methods run: threadpool (hayhooks' behaviour) or inline (CPU-bound pipelines)
+    sync_run: SyncRun = SyncRun.THREADPOOL
 
     # Log format of the kit's own lines and of hayhooks' loguru sink: text or json
     log_format: str = Field(default="text", pattern="^(text|json)$")

@@ -239,3 +239,22 @@ def test_tiny_reload_run_end_to_end(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "latest.json").read_text())
     assert saved["scenarios"]["reload"]["details"]["changes_inotify"] == 2
     assert load.generator_name() in saved["load_generator"]
+
+
+@pytest.mark.integration
+def test_tiny_scaling_run_measures_both_sync_run_modes(tmp_path: Path) -> None:
+    """Four real servers (1 and 2 workers, inline and thread pool): both ratios and their details are recorded."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--tiny", "--only", "scaling", "--results", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["cpu_scaling_2v1"] > 0 and summary["cpu_scaling_2v1_threadpool"] > 0
+    details = json.loads((tmp_path / "latest.json").read_text())["scenarios"]["scaling"]["details"]
+    for mode in ("inline", "threadpool"):
+        assert details[mode]["workers_1_rps_median"] > 0 and details[mode]["workers_2_rps_median"] > 0
+    assert "SYNC_RUN=inline" in (tmp_path / "latest.md").read_text()

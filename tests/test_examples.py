@@ -12,11 +12,12 @@ from conftest import REPO, Server
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def examples_server(start_server, tmp_path: Path) -> Server:
+@pytest.fixture(params=["threadpool", "inline"])
+def examples_server(request: pytest.FixtureRequest, start_server, tmp_path: Path) -> Server:
+    """The examples under both ways of running sync pipeline methods (HAYHOOKS_GUNICORN_SYNC_RUN)."""
     pipelines = tmp_path / "examples"
     shutil.copytree(REPO / "examples" / "pipelines", pipelines)
-    return start_server(pipelines)
+    return start_server(pipelines, env={"HAYHOOKS_GUNICORN_SYNC_RUN": request.param})
 
 
 def test_examples_serve_run_chat_streaming_yaml_and_docs(examples_server: Server) -> None:

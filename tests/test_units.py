@@ -105,6 +105,8 @@ def test_run_passes_options_to_gunicorn_and_workers(monkeypatch: pytest.MonkeyPa
             str(tmp_path),
             "--deploy-mode",
             "warn",
+            "--sync-run",
+            "inline",
             "--",
             "--max-requests",
             "100",
@@ -118,3 +120,4 @@ def test_run_passes_options_to_gunicorn_and_workers(monkeypatch: pytest.MonkeyPa
     assert env["HAYHOOKS_PORT"] == "9000"
     assert env["HAYHOOKS_PIPELINES_DIR"] == str(tmp_path)
     assert env["HAYHOOKS_GUNICORN_DEPLOY_MODE"] == "warn"
+    assert env["HAYHOOKS_GUNICORN_SYNC_RUN"] == "inline"
