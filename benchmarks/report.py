@@ -85,7 +85,9 @@ def context(key: str, scenarios: dict[str, Any]) -> str:
         name: _get(o, name, "rps_median") for name in ("kit", "naive", "hayhooks_run", "kit_lean", "kit_metrics_off")
     }
     lines = {
-        "overhead_vs_naive": f"kit {rps['kit']} rps, naive {rps['naive']} rps (medians; key: median of round ratios)",
+        "overhead_vs_naive": f"kit {rps['kit']} rps, naive {rps['naive']} rps (medians; key: median of round ratios); "
+        + "runs redone because one worker took every connection: "
+        + ", ".join(f"{name} {_get(o, name, 'one_sided_runs_redone')}" for name in ("kit", "naive", "hayhooks_run")),
         "ratio_vs_hayhooks_run": f"`hayhooks run` {rps['hayhooks_run']} rps",
         "p99_ratio_vs_naive": (
             f"p99 kit {_get(o, 'kit', 'p99_ms_median')} ms, naive {_get(o, 'naive', 'p99_ms_median')} ms"

@@ -16,7 +16,7 @@ from benchmarks import load, procs, report
 from benchmarks.load import LoadResult, parse_wrk, python_load
 from benchmarks.pipelines import replace_wrapper, trivial, write_pipeline
 from benchmarks.plan import tiny_plan
-from benchmarks.scenarios import Measured, Scenario, Unavailable, clean
+from benchmarks.scenarios import Measured, Scenario, Unavailable, clean, overhead
 from benchmarks.scenarios.overhead import summarize
 from benchmarks.stats import median, paired_ratio, percentile, ratio
 
@@ -137,6 +137,13 @@ def test_overhead_keys_are_medians_of_paired_rounds() -> None:
     assert measured.details["kit"]["rps_median"] == 995.0
     del rps["kit_metrics_off"]  # a diagnostic the quick run leaves out
     assert summarize(rps).keys["metrics_off_vs_naive"] is None
+
+
+def test_a_run_served_by_one_worker_is_one_sided() -> None:
+    assert overhead.one_sided([2.0, 0.01])
+    assert not overhead.one_sided([1.2, 0.8])
+    assert not overhead.one_sided([1.0])  # one worker: nothing to balance
+    assert not overhead.one_sided([0.0, 0.0])
 
 
 def test_pipelines_are_written_whole_and_replaced_atomically(tmp_path: Path) -> None:
