@@ -104,6 +104,17 @@ class WorkerPins:
         missing = sorted(set(self.connections) - set(done)) or "(unreachable)"
         raise ProbeError(f"workers {missing} did not serve the change within {timeout:g}s")
 
+    def wait_version(self, path: str, version: str, timeout: float, started: float) -> dict[str, float]:
+        """``wait_all`` for the trivial pipeline, whose answer to ``{"text": ""}`` is ``"<version>:"``."""
+        expected = f"{version}:"
+        return self.wait_all(
+            path,
+            {"text": ""},
+            accept=lambda status, text: status == 200 and result_of(text) == expected,
+            timeout=timeout,
+            started=started,
+        )
+
     def close(self) -> None:
         for connection in self.connections.values():
             connection.close()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -229,18 +230,23 @@ def test_unknown_scenario_is_a_usage_error() -> None:
         cli.parse(["--only", "nope"])
 
 
-@pytest.mark.integration
-def test_tiny_reload_run_end_to_end(tmp_path: Path) -> None:
-    """Real servers, real files, the CLI: exits 0 and its last line is the JSON summary with every key."""
+def tiny_run(scenario: str, tmp_path: Path) -> dict[str, Any]:
+    """``python -m benchmarks --tiny --only <scenario>``: must exit 0; returns its last line, the JSON summary."""
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--tiny", "--only", "reload", "--results", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks", "--tiny", "--only", scenario, "--results", str(tmp_path)],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=150,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.integration
+def test_tiny_reload_run_end_to_end(tmp_path: Path) -> None:
+    """Real servers, real files, the CLI: exits 0 and its last line is the JSON summary with every key."""
+    summary = tiny_run("reload", tmp_path)
     assert {g.key for g in report.goals()} <= set(summary)
     assert summary["reload_p50_s"] is not None and summary["reload_poll_p50_s"] is not None
     saved = json.loads((tmp_path / "latest.json").read_text())
@@ -251,15 +257,7 @@ def test_tiny_reload_run_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_tiny_scaling_run_measures_both_sync_run_modes(tmp_path: Path) -> None:
     """Four real servers (1 and 2 workers, inline and thread pool): both ratios and their details are recorded."""
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--tiny", "--only", "scaling", "--results", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=150,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    summary = tiny_run("scaling", tmp_path)
     assert summary["cpu_scaling_2v1"] > 0 and summary["cpu_scaling_2v1_threadpool"] > 0
     details = json.loads((tmp_path / "latest.json").read_text())["scenarios"]["scaling"]["details"]
     for mode in ("inline", "threadpool"):

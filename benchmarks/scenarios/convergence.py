@@ -12,7 +12,7 @@ import httpx
 
 from benchmarks.pipelines import trivial, write_pipeline
 from benchmarks.plan import Plan
-from benchmarks.probe import ProbeError, WorkerPins, result_of
+from benchmarks.probe import ProbeError, WorkerPins
 from benchmarks.scenarios import Measured, Scenario, Unavailable
 from benchmarks.servers import Server, start_all
 from benchmarks.stats import percentile, rounded
@@ -45,13 +45,7 @@ def run(plan: Plan) -> Measured:
                     msg = f"POST /deploy_files answered {response.status_code}: {response.text[:300]}"
                     raise Unavailable(msg)
                 try:
-                    done = pins.wait_all(
-                        f"/{NAME}/run",
-                        {"text": ""},
-                        accept=lambda status, text, v=version: status == 200 and result_of(text) == f"{v}:",
-                        timeout=TIMEOUT_S,
-                        started=started,
-                    )
+                    done = pins.wait_version(f"/{NAME}/run", version, timeout=TIMEOUT_S, started=started)
                 except ProbeError as e:
                     raise Unavailable(f"deploy {index} did not reach every worker: {e}") from e
                 converged.append(max(done.values()))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from benchmarks.pipelines import replace_wrapper, trivial, write_pipeline
 from benchmarks.plan import Plan
-from benchmarks.probe import ProbeError, WorkerPins, result_of
+from benchmarks.probe import ProbeError, WorkerPins
 from benchmarks.scenarios import Measured, Scenario
 from benchmarks.servers import Server, start_all
 from benchmarks.stats import percentile, rounded
@@ -41,13 +41,7 @@ def propagation(server: Server, changes: int, timeout: float, seed: int) -> Prop
             started = time.monotonic()
             replace_wrapper(server.pipelines, NAME, trivial(version))
             try:
-                done = pins.wait_all(
-                    f"/{NAME}/run",
-                    {"text": ""},
-                    accept=lambda status, text, v=version: status == 200 and result_of(text) == f"{v}:",
-                    timeout=timeout,
-                    started=started,
-                )
+                done = pins.wait_version(f"/{NAME}/run", version, timeout=timeout, started=started)
             except ProbeError:
                 result.missed += 1
                 result.first.append(timeout)
