@@ -12,30 +12,30 @@ SUPPORTED_HAYHOOKS = ">=2.1,<2.2"
 # module -> attributes the kit uses; private names move between hayhooks releases, so name them all here.
 REQUIRED = {
     "hayhooks.server.app": ("create_app", "_matches_existing_route"),
-    "hayhooks.server.pipelines.registry": ("registry",),
+    "hayhooks.server.exceptions": ("PipelinePathError",),
+    "hayhooks.server.logger": ("log",),
     "hayhooks.server.pipelines.models": ("create_pipeline_metadata",),
+    "hayhooks.server.pipelines.registry": ("registry",),
+    # Deploy routes keep hayhooks' request and response models.
+    "hayhooks.server.routers.deploy": ("DeployResponse", "PipelineFilesRequest", "YamlDeployRequest"),
+    "hayhooks.server.routers.undeploy": ("UndeployResponse",),
+    # HAYHOOKS_GUNICORN_SYNC_RUN=inline replaces how these run a pipeline's sync methods (worker/sync_run.py).
+    "hayhooks.server.routers.openai": ("run_in_threadpool",),
     "hayhooks.server.utils.deploy_utils": (
         "_build_run_route",
         "_deploy_lock",
         "prepare_pipeline_yaml",
-        "read_pipeline_files_from_dir",
         "run_in_threadpool",
     ),
+    "hayhooks.server.utils.models": ("PreparedPipeline",),
     "hayhooks.server.utils.module_loader": (
         "_PipelineModuleLoader",
         "create_pipeline_wrapper_instance",
         "pipeline_modules",
         "unload_pipeline_modules",
     ),
-    "hayhooks.server.utils.models": ("PreparedPipeline",),
     "hayhooks.server.utils.pipeline_paths": ("require_contained_path", "validate_file_keys", "validate_pipeline_name"),
-    # Deploy routes keep hayhooks' request and response models.
-    "hayhooks.server.routers.deploy": ("DeployResponse", "PipelineFilesRequest", "YamlDeployRequest"),
-    "hayhooks.server.routers.undeploy": ("UndeployResponse",),
-    # HAYHOOKS_GUNICORN_SYNC_RUN=inline replaces how these run a pipeline's sync methods (dispatch.py).
-    "hayhooks.server.routers.openai": ("run_in_threadpool",),
-    "hayhooks.server.exceptions": ("PipelinePathError",),
-    "hayhooks.settings": ("settings",),
+    "hayhooks.settings": ("settings", "StartupDeployStrategy"),
 }
 
 

@@ -6,10 +6,12 @@ gunicorn's precedence holds: ``GUNICORN_CMD_ARGS`` and the command line override
 """
 
 import os
+from typing import Any
 
 from hayhooks.settings import settings as hayhooks
 
-from hayhooks_gunicorn import hooks
+from hayhooks_gunicorn import worker as kit_worker
+from hayhooks_gunicorn.master import hooks
 
 # Server socket
 # hayhooks' own HAYHOOKS_HOST and HAYHOOKS_PORT, so the `hayhooks` CLI finds the server.
@@ -20,7 +22,7 @@ bind = [f"{hayhooks.host}:{hayhooks.port}"]
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 2)
 # uvicorn-worker's UvicornWorker serving the kit's app (which wraps hayhooks' create_app()).
 worker_class = "hayhooks_gunicorn.worker.HayhooksWorker"
-wsgi_app = "hayhooks_gunicorn.app:create_app()"
+wsgi_app = "hayhooks_gunicorn.worker.app:create_app()"
 # Seconds without a heartbeat before a worker is killed; pipeline loading at boot is not counted.
 timeout = 60
 # Seconds in-flight requests get to finish on SIGTERM: hayhooks' HAYHOOKS_GRACEFUL_SHUTDOWN_TIMEOUT.
@@ -36,7 +38,7 @@ accesslog = "-" if loglevel in ("trace", "debug", "info") else None
 logger_class = "hayhooks_gunicorn.logs.KitLogger"
 
 # Control
-# control_socket: unless set here or with --control-socket, each instance gets its own path (see instance.py).
+# control_socket: unless set here or with --control-socket, each instance gets its own path (master/instance.py).
 
 # Metrics
 # PROMETHEUS_MULTIPROC_DIR: a new private directory per master, set before any process imports prometheus_client.
@@ -45,21 +47,21 @@ hooks.prepare_metrics()
 
 
 # Server hooks
-def on_starting(server):
+def on_starting(server: Any) -> None:
     hooks.on_starting(server)
 
 
-def when_ready(server):
+def when_ready(server: Any) -> None:
     hooks.when_ready(server)
 
 
-def post_worker_init(worker):
-    hooks.post_worker_init(worker)
+def post_worker_init(worker: Any) -> None:
+    kit_worker.post_worker_init(worker)
 
 
-def child_exit(server, worker):
+def child_exit(server: Any, worker: Any) -> None:
     hooks.child_exit(server, worker)
 
 
-def on_exit(server):
+def on_exit(server: Any) -> None:
     hooks.on_exit(server)

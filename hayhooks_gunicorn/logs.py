@@ -97,13 +97,13 @@ class KitLogger(Statsd):
 
     def __init__(self, cfg: Any) -> None:
         if cfg.statsd_host:
-            super().__init__(cfg)
+            super().__init__(cfg)  # type: ignore[no-untyped-call]  # gunicorn has no annotations
             return
         GunicornLogger.__init__(self, cfg)
-        self.prefix, self.sock, self.dogstatsd_tags = "", None, cfg.dogstatsd_tags
+        self.prefix, self.sock, self.dogstatsd_tags = "", None, cfg.dogstatsd_tags  # type: ignore[assignment]
 
     def setup(self, cfg: Any) -> None:
-        super().setup(cfg)
+        super().setup(cfg)  # type: ignore[no-untyped-call]
         from hayhooks_gunicorn.settings import kit_settings
 
         if not (cfg.logconfig or cfg.logconfig_dict or cfg.logconfig_json):  # the user's own logging config wins
@@ -134,15 +134,14 @@ def route_loguru(glogger: GunicornLogger) -> None:
             return
         exc = record["exception"]
         text = _ANSI.sub("", record["message"])
-        if not (exc and exc.type) and (stream := _plain_stream(target, level)) is not None:
+        if not (exc and exc.type) and (plain := _plain_stream(target, level)) is not None:
             # The common case (text lines to stdout/stderr) skips building a LogRecord: same line, a fraction of
             # the cost, paid three times per request.
-            line = stream.formatter.line(
-                record["time"].timestamp(), record["process"].id, logging.getLevelName(level), text, extra
+            stream, fmt = plain
+            _write(
+                stream,
+                fmt.line(record["time"].timestamp(), record["process"].id, logging.getLevelName(level), text, extra),
             )
-            with stream.lock:
-                stream.stream.write(line + stream.terminator)
-                stream.stream.flush()
             return
         entry = target.makeRecord(
             target.name,
@@ -150,7 +149,7 @@ def route_loguru(glogger: GunicornLogger) -> None:
             record["file"].path,
             record["line"],
             text,
-            None,
+            (),
             (exc.type, exc.value, exc.traceback) if exc and exc.type else None,
             func=record["function"],
             extra={"kit_extra": extra},
@@ -167,15 +166,24 @@ def route_loguru(glogger: GunicornLogger) -> None:
     logger.add(sink, level=level, format="{message}", catch=True)
 
 
-def _plain_stream(target: logging.Logger, level: int) -> logging.StreamHandler | None:
-    """The only handler of *target* when it is a plain stream with the kit's text format, else ``None``."""
+def _plain_stream(target: logging.Logger, level: int) -> tuple[logging.StreamHandler[Any], TextFormatter] | None:
+    """The only handler of *target* and its formatter, when it is a plain stream with the kit's text format."""
     handlers = target.handlers
     if len(handlers) != 1 or target.filters:
         return None
     handler = handlers[0]
     if type(handler) is not logging.StreamHandler or handler.filters or level < handler.level:
         return None
-    return handler if isinstance(handler.formatter, TextFormatter) else None
+    return (handler, handler.formatter) if isinstance(handler.formatter, TextFormatter) else None
+
+
+def _write(stream: logging.StreamHandler[Any], line: str) -> None:
+    stream.acquire()
+    try:
+        stream.stream.write(line + stream.terminator)
+        stream.stream.flush()
+    finally:
+        stream.release()
 
 
 class AccessToGunicorn(logging.Handler):
@@ -193,14 +201,12 @@ class AccessToGunicorn(logging.Handler):
         if not self.glogger.access_log_enabled or (self.excluded is not None and self.excluded(record)):
             return
         message = _ANSI.sub("", record.getMessage())
-        stream = _plain_stream(self.glogger.access_log, logging.INFO)
-        if stream is not None and _loguru_context is not None:
+        plain = _plain_stream(self.glogger.access_log, logging.INFO)
+        if plain is not None and _loguru_context is not None:
             # The common case, written directly: one access line per request is worth the shortcut past loguru.
             # hayhooks binds the request id with loguru's contextualize() (server/logger.py::RequestIdMiddleware).
-            line = stream.formatter.line(record.created, record.process, "INFO", message, _loguru_context.get())
-            with stream.lock:
-                stream.stream.write(line + stream.terminator)
-                stream.stream.flush()
+            stream, fmt = plain
+            _write(stream, fmt.line(record.created, record.process, "INFO", message, _loguru_context.get()))
             return
         logger.bind(**{ACCESS_TAG: True}).log(record.levelname, message)
 

@@ -1,11 +1,12 @@
 """The kit's own settings, all under ``HAYHOOKS_GUNICORN_``; hayhooks keeps reading its ``HAYHOOKS_*`` ones.
 
 Workers are separate processes that rebuild settings from the environment, so the CLI passes its flags to
-them as environment variables (the way hayhooks' own CLI does).
+them as environment variables (the way hayhooks' own CLI does). Each process reads them once (``kit_settings``).
 """
 
 from __future__ import annotations
 
+import functools
 from enum import Enum
 from pathlib import Path
 
@@ -18,7 +19,7 @@ ENV_PREFIX = "HAYHOOKS_GUNICORN_"
 class DeployMode(str, Enum):
     """What a deploy/undeploy HTTP call does when several workers serve."""
 
-    FORWARD = "forward"  # publish to the shared directory and wait until every worker serves it
+    FORWARD = "forward"  # write into the shared directory and wait until every worker serves it
     WARN = "warn"  # hayhooks' own behaviour (this worker only), with a Warning header
     REJECT = "reject"  # refuse; deploy through the directory or `hayhooks-gunicorn deploy`
 
@@ -64,8 +65,8 @@ class KitSettings(BaseSettings):
     # Bearer token required by mutating routes (deploy, undeploy); unset = loopback-only deploys
     admin_token: SecretStr | None = None
 
-    # Where each worker publishes its state (shared path = every host sees every worker); unset = a private
-    # per-user directory under the temp dir, keyed by the pipelines directory (state.state_dir)
+    # Where each worker records its state (shared path = every host sees every worker); unset = a private
+    # per-user directory under the temp dir, keyed by the pipelines directory (cluster.state_files.state_dir)
     state_dir: Path | None = None
     # A worker whose heartbeat is older than this is left out of the cluster view
     heartbeat_ttl: float = Field(default=10.0, gt=0, le=3600)
@@ -91,6 +92,28 @@ class KitSettings(BaseSettings):
     log_format: str = Field(default="text", pattern="^(text|json)$")
 
 
+@functools.cache
 def kit_settings() -> KitSettings:
-    """Read the settings now: workers and the master must see the environment as it is when they start."""
+    """The settings of this process, read from the environment (and ``.env``) on first use.
+
+    Forked workers inherit the master's copy, which was read from the same environment. Tests that change the
+    environment call ``kit_settings.cache_clear()``.
+    """
     return KitSettings()
+
+
+def pipelines_dir(create: bool = False) -> Path:
+    """hayhooks' ``HAYHOOKS_PIPELINES_DIR`` (environment, ``.env``, else ``./pipelines``) as an absolute path.
+
+    *create* makes it when missing, as ``hayhooks run`` does (``server/app.py::init_pipeline_dir``); a failure
+    to create it is left for the first read to report.
+    """
+    from hayhooks.settings import settings as hayhooks_settings
+
+    path = Path(hayhooks_settings.pipelines_dir or ".").absolute()
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass
+    return path

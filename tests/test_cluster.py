@@ -13,8 +13,8 @@ import pytest
 from conftest import wait_until
 from deploy_helpers import thirty_calls, wrapper_files
 
-from hayhooks_gunicorn.cluster import Progress, behind_disk
-from hayhooks_gunicorn.state import read_workers
+from hayhooks_gunicorn.cluster.state_files import read_workers
+from hayhooks_gunicorn.cluster.view import Progress, behind_disk
 
 
 @pytest.mark.integration

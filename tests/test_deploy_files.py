@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from hayhooks_gunicorn.cli import main
-from hayhooks_gunicorn.systemd_units import UnitOptions, for_this_install, render, write
+from hayhooks_gunicorn.cli.systemd_units import UnitOptions, for_this_install, render, write
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMD_DIR = REPO / "deploy" / "systemd"
@@ -191,8 +191,8 @@ def test_configmap_variant_serves_its_pipelines(tmp_path: Path) -> None:
         (mount / top).symlink_to(f"..data/{top}")
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from hayhooks_gunicorn.loader import prepare
-        from hayhooks_gunicorn.scan import scan
+        from hayhooks_gunicorn.reload.loader import prepare
+        from hayhooks_gunicorn.reload.scan import scan
         sources = scan(Path({str(mount)!r}))
         print(sorted(sources))
         for source in sources.values():

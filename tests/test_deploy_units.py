@@ -10,12 +10,14 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from hayhooks.server.routers import deploy_router, undeploy_router
 
-from hayhooks_gunicorn import atomic
-from hayhooks_gunicorn.admin import is_loopback
-from hayhooks_gunicorn.deploy_routes import install_deploy_routes
+from hayhooks_gunicorn import files as atomic
+from hayhooks_gunicorn.app_context import AppContext, attach
+from hayhooks_gunicorn.deploys.auth import is_loopback
+from hayhooks_gunicorn.deploys.routes import install_deploy_routes
+from hayhooks_gunicorn.deploys.shared_dir import Workspace
+from hayhooks_gunicorn.deploys.submission import Limits, Submission, validate
 from hayhooks_gunicorn.errors import DeployError
-from hayhooks_gunicorn.publish import Limits, Submission, Workspace, validate
-from hayhooks_gunicorn.scan import scan
+from hayhooks_gunicorn.reload.scan import scan
 from hayhooks_gunicorn.settings import KitSettings
 
 WRAPPER = "from hayhooks import BasePipelineWrapper\n"
@@ -35,10 +37,9 @@ def test_every_mutating_route_is_covered_and_hayhooks_routers_stay_untouched(tmp
     future.add_api_route("/draw_like", lambda: {}, methods=["GET"], tags=["config"])
     app.include_router(future)
     app.add_api_route("/flat", lambda: {"flat": True}, methods=["DELETE"], tags=["config"])  # a flattened route
-    app.state.kit_runtime = None
-
     settings = KitSettings(admin_token="t0k", _env_file=None)  # type: ignore[call-arg]
-    covered = install_deploy_routes(app, settings)
+    attach(app, AppContext(settings=settings, server_routes=[], state_dir=tmp_path))
+    covered = install_deploy_routes(app)
 
     assert sorted(covered) == ["/deploy-yaml", "/deploy_files", "/flat", "/reload_all", "/undeploy/{pipeline_name}"]
     assert (endpoints(deploy_router), endpoints(undeploy_router)) == before
@@ -96,7 +97,7 @@ def test_workspace_publishes_replaces_changes_kind_and_removes(tmp_path: Path) -
     def publish(submission: Submission, overwrite: bool = False) -> str:
         staged = workspace.stage(submission)
         try:
-            return workspace.commit(staged, overwrite)
+            return workspace.write_into_dir(staged, overwrite)
         finally:
             workspace.cleanup(staged)
 

@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from hayhooks_gunicorn import instance, readiness
 from hayhooks_gunicorn.cli import main
 from hayhooks_gunicorn.errors import KitError
-from hayhooks_gunicorn.health import _stuck
+from hayhooks_gunicorn.master import instance, readiness
+from hayhooks_gunicorn.worker.health import _stuck
 
 
 def test_each_bind_address_gets_its_own_socket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -84,9 +84,9 @@ def test_restart_without_a_server_says_so(tmp_path: Path) -> None:
 
 
 def test_readyz_counts_a_change_behind_only_after_the_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    app = SimpleNamespace(state=SimpleNamespace())
+    app = SimpleNamespace(waiting_since={})
     clock = iter([100.0, 105.0, 131.0, 132.0])
-    monkeypatch.setattr("hayhooks_gunicorn.health.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("hayhooks_gunicorn.worker.health.time.monotonic", lambda: next(clock))
     assert _stuck(app, ["a"], grace=30) == []
     assert _stuck(app, ["a", "b"], grace=30) == []
     assert _stuck(app, ["a", "b"], grace=30) == ["a"]

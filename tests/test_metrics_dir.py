@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from hayhooks_gunicorn import metrics_dir
+from hayhooks_gunicorn.metrics import multiproc_dir as metrics_dir
 
 
 def write(path: Path, prefix: str, pid: object, metric: str, sample: str, value: float, ts: float = 0.0) -> None:

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from hayhooks_gunicorn import cli, compat
 from hayhooks_gunicorn.errors import UnsupportedHayhooksError
-from hayhooks_gunicorn.scan import fingerprint, scan
+from hayhooks_gunicorn.reload.scan import fingerprint, scan
+from hayhooks_gunicorn.reload.watcher import filesystem_type, use_polling
 from hayhooks_gunicorn.settings import WatchMode
-from hayhooks_gunicorn.watcher import filesystem_type, use_polling
 
 
 def make(path: Path, files: dict[str, str]) -> None:

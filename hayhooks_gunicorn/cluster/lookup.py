@@ -1,0 +1,59 @@
+"""The cluster view from outside the workers (the CLI): ``GET /cluster`` of a running server when one answers,
+else the state files on this host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from hayhooks_gunicorn.cluster.state_files import WorkerState, read_workers, state_dir
+from hayhooks_gunicorn.cluster.view import ClusterView, Progress, disk_revisions
+from hayhooks_gunicorn.polling import poll_until
+from hayhooks_gunicorn.settings import KitSettings
+
+WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+
+
+def server_url(host: str, port: int) -> str:
+    """Where hayhooks' own CLI would connect (``hayhooks/cli/utils.py::get_server_url``)."""
+    host = "127.0.0.1" if host in WILDCARD_HOSTS else host
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def fetch_view(url: str | None, pipelines_dir: Path, settings: KitSettings) -> ClusterView:
+    """The server's view when it answers; else the local state directory against *pipelines_dir*."""
+    if url:
+        endpoint = f"{url.rstrip('/')}/cluster"
+        try:
+            response = httpx.get(endpoint, timeout=5)
+            if response.status_code == 200:
+                data: dict[str, Any] = response.json()
+                workers = [WorkerState.model_validate(w) for w in data.get("workers", [])]
+                return ClusterView(workers, dict(data.get("disk", {})), endpoint)
+        except (httpx.HTTPError, ValueError, ValidationError):
+            pass
+    directory = state_dir(settings, pipelines_dir)
+    disk = disk_revisions(pipelines_dir) if pipelines_dir.is_dir() else {}
+    return ClusterView(read_workers(directory, settings.heartbeat_ttl), disk, str(directory))
+
+
+def wait_for_workers(
+    name: str, revision: str | None, url: str | None, pipelines_dir: Path, settings: KitSettings, timeout: float
+) -> tuple[ClusterView, Progress]:
+    """Poll until every live worker serves *revision* of *name* (None: none serves it) or *timeout* passes."""
+    last: list[tuple[ClusterView, Progress]] = []
+
+    def caught_up() -> bool:
+        view = fetch_view(url, pipelines_dir, settings)
+        progress = Progress(name, revision, view.workers)
+        last[:] = [(view, progress)]
+        return not progress.behind
+
+    try:
+        poll_until(caught_up, timeout, interval=0.1)
+    except TimeoutError:
+        pass
+    return last[0]

@@ -1,0 +1,142 @@
+"""Every worker's state as a small JSON file in a state directory: the cluster view is the set of live files.
+
+A worker writes ``<state_dir>/<host>-<pid>.json`` (``cluster.recorder``) when it boots, after every reload
+result and on a heartbeat. Files of dead workers go away three ways: the gunicorn master's ``child_exit`` hook
+deletes them (UvicornWorker never runs gunicorn's ``worker_exit``), the worker deletes its own at exit, and
+readers ignore entries whose heartbeat is older than ``heartbeat_ttl`` or whose process is gone. The master
+imports this module: it stays light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hayhooks_gunicorn.files import ensure_private_dir
+from hayhooks_gunicorn.settings import KitSettings, kit_settings, pipelines_dir
+
+
+class LoadFailure(BaseModel):
+    revision: str
+    error: str
+
+
+class WorkerState(BaseModel):
+    """What one worker serves, as written to its state file and shown by ``GET /cluster``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    host: str
+    pid: int
+    master_pid: int = 0
+    started_at: float = 0.0
+    heartbeat: float
+    booted: bool = True
+    # pipeline name -> revision served
+    pipelines: dict[str, str] = Field(default_factory=dict)
+    # pipeline name -> the revision that failed to load (the previous one, if any, still serves)
+    failures: dict[str, LoadFailure] = Field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """Same form as the ``X-Hayhooks-Worker`` header."""
+        return f"{self.host}:{self.pid}"
+
+    def has(self, name: str, revision: str | None) -> bool:
+        """Whether this worker is done with *revision* of *name*: serving it, or failed to load exactly it.
+
+        ``revision=None`` asks whether it stopped serving *name*.
+        """
+        if revision is None:
+            return name not in self.pipelines
+        failure = self.failures.get(name)
+        return self.pipelines.get(name) == revision or (failure is not None and failure.revision == revision)
+
+
+def state_dir(settings: KitSettings | None = None, pipelines: Path | None = None) -> Path:
+    """``HAYHOOKS_GUNICORN_STATE_DIR``, else a private per-user directory keyed by the pipelines directory.
+
+    The key makes every server of one pipelines directory on this host share a view (and the CLI find it)
+    while unrelated servers on the same host never mix. It lives under the temp directory, not
+    ``XDG_RUNTIME_DIR``, which differs between a login shell and a service.
+    """
+    settings = settings or kit_settings()
+    if settings.state_dir is not None:
+        return settings.state_dir.absolute()
+    resolved = str((pipelines or pipelines_dir()).resolve())
+    key = hashlib.sha256(resolved.encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"hayhooks-gunicorn-{os.getuid()}" / key
+
+
+def state_file(directory: Path, host: str, pid: int) -> Path:
+    return directory / f"{host}-{pid}.json"
+
+
+def ensure_state_dir(directory: Path, settings: KitSettings | None = None) -> None:
+    """Create the state directory; the default one (under a shared temp dir) must be private to this user."""
+    settings = settings or kit_settings()
+    if settings.state_dir is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+    else:
+        ensure_private_dir(directory, parents=1)
+
+
+def forget_worker(pid: int) -> None:
+    """In the gunicorn master, when a worker of this host exited."""
+    remove_state(state_dir(), socket.gethostname(), pid)
+
+
+def release_state_dir() -> None:
+    """In the gunicorn master at exit: remove the default state directory once no worker of any server uses it."""
+    if kit_settings().state_dir is not None:
+        return
+    directory = state_dir()
+    for path in (directory, directory.parent):
+        try:
+            path.rmdir()
+        except OSError:
+            return  # another server still uses it, or it was never created
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_workers(directory: Path, ttl: float, now: float | None = None) -> list[WorkerState]:
+    """Live workers, sorted by id; a missing directory means none."""
+    now = time.time() if now is None else now
+    here = socket.gethostname()
+    workers: list[WorkerState] = []
+    try:
+        entries = sorted(directory.glob("*.json"))
+    except OSError:
+        return []
+    for path in entries:
+        if path.name.startswith("."):
+            continue
+        try:
+            worker = WorkerState.model_validate_json(path.read_bytes())
+        except (OSError, ValidationError):
+            continue  # removed while listing, or not one of ours
+        if now - worker.heartbeat > ttl:
+            continue
+        if worker.host == here and not process_alive(worker.pid):
+            continue
+        workers.append(worker)
+    return sorted(workers, key=lambda w: w.id)
+
+
+def remove_state(directory: Path, host: str, pid: int) -> None:
+    state_file(directory, host, pid).unlink(missing_ok=True)

@@ -1,0 +1,117 @@
+"""The cluster view: live workers (from their state files) against the revisions on disk.
+
+``GET /cluster`` answers it; forward-mode deploys and the CLI wait on it until every worker has caught up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from hayhooks_gunicorn.app_context import app_context
+from hayhooks_gunicorn.cluster.identity import worker_id
+from hayhooks_gunicorn.cluster.recorder import StateRecorder
+from hayhooks_gunicorn.cluster.state_files import WorkerState, read_workers
+from hayhooks_gunicorn.reload import scan
+
+router = APIRouter(tags=["kit"])
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    workers: list[WorkerState]
+    disk: dict[str, str]  # pipeline name -> revision on disk
+    source: str = ""  # where the worker states were read
+
+    @property
+    def behind(self) -> dict[str, list[str]]:
+        """Worker id -> the pipelines it has not caught up with."""
+        return {w.id: behind_disk(w, self.disk) for w in self.workers}
+
+    @property
+    def converged(self) -> bool:
+        """At least one live worker, and every one of them has processed every revision on disk."""
+        return bool(self.workers) and not any(self.behind.values())
+
+    def to_json(self) -> dict[str, Any]:
+        behind = self.behind
+        return {
+            "converged": bool(self.workers) and not any(behind.values()),
+            "workers": [{"worker": w.id, **w.model_dump(mode="json"), "behind": behind[w.id]} for w in self.workers],
+            "disk": self.disk,
+        }
+
+
+def behind_disk(worker: WorkerState, disk: dict[str, str]) -> list[str]:
+    gone = [name for name in worker.pipelines if name not in disk]
+    return sorted(gone + [name for name, revision in disk.items() if not worker.has(name, revision)])
+
+
+def disk_revisions(pipelines_dir: Path) -> dict[str, str]:
+    """Pipeline name -> revision on disk; raises ``OSError`` when the directory cannot be read."""
+    return {name: source.revision for name, source in scan(pipelines_dir).items()}
+
+
+def cluster_view(state_dir: Path, pipelines_dir: Path, ttl: float) -> ClusterView:
+    """Raises ``OSError`` when the pipelines directory cannot be read."""
+    return ClusterView(read_workers(state_dir, ttl), disk_revisions(pipelines_dir), str(state_dir))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where the live workers stand on one revision of one pipeline (``revision=None``: its removal)."""
+
+    name: str
+    revision: str | None
+    workers: list[WorkerState]
+
+    @property
+    def behind(self) -> list[str]:
+        return [w.id for w in self.workers if not w.has(self.name, self.revision)]
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """Workers that tried this revision and could not load it."""
+        failed: dict[str, str] = {}
+        for w in self.workers:
+            failure = w.failures.get(self.name)
+            if self.revision and failure is not None and failure.revision == self.revision:
+                failed[w.id] = failure.error
+        return failed
+
+    @property
+    def serving(self) -> bool:
+        """Every live worker serves the revision (or, for a removal, none serves the name)."""
+        return not self.behind and not self.failed
+
+    def to_json(self) -> dict[str, Any]:
+        return {"workers": len(self.workers), "behind": self.behind, "failed": self.failed}
+
+
+def install_cluster(app: FastAPI) -> None:
+    """Record this worker's state once it boots, and serve ``GET /cluster``."""
+    context = app_context(app)
+    context.on_boot.append(StateRecorder(context.state_dir))
+    app.include_router(router)
+
+
+def live_workers(app: FastAPI) -> list[WorkerState]:
+    context = app_context(app)
+    return read_workers(context.state_dir, context.settings.heartbeat_ttl)
+
+
+@router.get("/cluster", summary="Every live worker (all hosts sharing the state directory), the revisions on disk")
+async def cluster(request: Request) -> JSONResponse:
+    context = app_context(request.app)
+    pipelines = context.pipelines_dir
+    try:
+        view = await run_in_threadpool(cluster_view, context.state_dir, pipelines, context.settings.heartbeat_ttl)
+    except OSError as e:
+        body = {"converged": False, "worker": worker_id(), "error": f"Cannot read '{pipelines}': {e}"}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({**view.to_json(), "worker": worker_id(), "state_dir": str(context.state_dir)})

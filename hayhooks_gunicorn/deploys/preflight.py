@@ -1,0 +1,101 @@
+"""Load a pipeline in a separate Python process, the way a worker would, and report ok or the error.
+
+A pipeline that crashes, hangs, exits or leaves threads behind cannot take the caller (a worker answering a
+deploy call, ``hayhooks-gunicorn check`` or ``deploy``) with it, a slow ``setup()`` holds up nothing else in
+the caller, and pipelines never see each other's modules. The child runs
+``python -m hayhooks_gunicorn.deploys.preflight NAME PATH KIND PIPELINES_DIR [--server-routes]`` and prints
+one marked JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hayhooks_gunicorn.reload import PipelineSource, fingerprint
+from hayhooks_gunicorn.reload.scan import Kind
+
+MARK = "hayhooks-gunicorn-check:"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    revision: str
+    ok: bool
+    seconds: float
+    error: str | None = None
+
+
+def check_in_subprocess(
+    source: PipelineSource, pipelines_dir: Path, timeout: float, server_routes: bool = True
+) -> CheckResult:
+    """Load *source* (which may sit in a staging directory) under its name, as served from *pipelines_dir*.
+
+    *server_routes*: also refuse a name that shadows a route of the server (the child builds the app to know
+    them); a worker checked that itself already.
+    """
+    if source.error:
+        return CheckResult(source.name, source.revision, False, 0.0, source.error)
+    command = [sys.executable, "-m", __name__, source.name, str(source.path), source.kind, str(pipelines_dir)]
+    if server_routes:
+        command.append("--server-routes")
+    # Sources compile without writing __pycache__ beside them, as in the workers (loader.SourceOnlyLoader).
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired:
+        error = f"Loading pipeline {source.name!r} did not finish within {timeout:g}s"
+        return CheckResult(source.name, source.revision, False, time.monotonic() - started, error)
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(MARK):
+            return CheckResult(**json.loads(line[len(MARK) :]))
+    tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+    error = f"The loading process exited with code {done.returncode} before reporting: {tail}"
+    return CheckResult(source.name, source.revision, False, time.monotonic() - started, error)
+
+
+def _check_here(name: str, path: Path, kind: Kind, pipelines_dir: Path, server_routes: bool) -> CheckResult:
+    from hayhooks_gunicorn.reload.loader import install_source_only_imports, prepare
+    from hayhooks_gunicorn.reload.names import check_name
+
+    started = time.monotonic()
+    revision = fingerprint(path)
+    try:
+        install_source_only_imports(path.parent)
+        routes = None
+        if server_routes:
+            # The server's own routes, as a worker sees them (built in this child only, never in a worker).
+            from hayhooks_gunicorn.app_context import app_context
+            from hayhooks_gunicorn.worker.app import create_app
+
+            routes = app_context(create_app()).server_routes
+        check_name(name, pipelines_dir, routes)
+        prepare(PipelineSource(name, path, kind, revision))
+    except BaseException as e:  # a setup() calling sys.exit() is a failed load too
+        error = str(e) if isinstance(e, Exception) else f"{type(e).__name__}({e}) while loading"
+        return CheckResult(name, revision, False, time.monotonic() - started, error)
+    return CheckResult(name, revision, True, time.monotonic() - started)
+
+
+def main(argv: list[str]) -> None:
+    name, path, kind, pipelines_dir = argv[:4]
+    if kind not in ("files", "yaml"):
+        raise SystemExit(f"unknown pipeline kind {kind!r}")
+    result = _check_here(name, Path(path), "yaml" if kind == "yaml" else "files", Path(pipelines_dir), len(argv) > 4)
+    sys.stdout.write(f"\n{MARK}{json.dumps(asdict(result))}\n")
+    sys.stdout.flush()
+    # Skip interpreter shutdown: threads a setup() started must not keep this process alive.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

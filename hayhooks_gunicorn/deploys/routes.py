@@ -1,0 +1,124 @@
+"""hayhooks' mutating routes, made to mean "every worker" (forward), "this worker, said loudly" (warn) or "no" (reject).
+
+The routes keep hayhooks' paths, request models and response fields (``server/routers/deploy.py`` and
+``undeploy.py``), so ``hayhooks pipeline deploy-files | deploy-yaml | undeploy`` work unchanged. Every route
+tagged ``config`` with a mutating method is covered, so a mutating route added by a later hayhooks is refused
+(forward, reject) or warned about (warn) instead of silently reaching one worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
+from hayhooks.server.logger import log
+
+from hayhooks_gunicorn.app_context import app_context
+from hayhooks_gunicorn.cluster.identity import worker_id
+from hayhooks_gunicorn.cluster.view import live_workers
+from hayhooks_gunicorn.deploys.auth import require_admin
+from hayhooks_gunicorn.deploys.forward_mode import FORWARDED
+from hayhooks_gunicorn.settings import DeployMode
+
+MUTATING_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+HOW_TO_DEPLOY = "add it to the shared pipelines directory '{dir}' or run `hayhooks-gunicorn deploy PATH`"
+
+
+def is_mutating(route: object) -> bool:
+    return isinstance(route, APIRoute) and "config" in route.tags and bool((route.methods or set()) & MUTATING_METHODS)
+
+
+def install_deploy_routes(app: FastAPI) -> list[str]:
+    """Swap every mutating hayhooks route for the kit's version; returns the paths covered.
+
+    Recent FastAPI (0.165 here) keeps each included router as one entry (``routing._IncludedRouter``) pointing at
+    hayhooks' module-level router; that router is copied, never changed in place. Older FastAPI copies the
+    routes themselves into the app's route list; both layouts are handled.
+    """
+    mode = app_context(app).settings.deploy_mode
+    covered: list[str] = []
+    routes = app.router.routes
+    for index, route in enumerate(list(routes)):
+        if is_mutating(route):
+            assert isinstance(route, APIRoute)
+            routes[index] = kit_route(route, mode)
+            covered.append(route.path)
+            continue
+        included: APIRouter | None = getattr(route, "original_router", None)
+        if included is None or not any(is_mutating(r) for r in included.routes):
+            continue
+        copy = APIRouter()
+        for child in included.routes:
+            copy.routes.append(kit_route(child, mode) if isinstance(child, APIRoute) and is_mutating(child) else child)
+        covered += [r.path for r in included.routes if isinstance(r, APIRoute) and is_mutating(r)]
+        context = getattr(route, "include_context", None)
+        app.include_router(
+            copy,
+            prefix=getattr(context, "prefix", ""),
+            tags=list(getattr(context, "tags", []) or []),
+            dependencies=list(getattr(context, "dependencies", []) or []),
+        )
+        routes[index] = routes.pop()
+    return covered
+
+
+def kit_route(route: APIRoute, mode: DeployMode) -> APIRoute:
+    """A copy of *route* behind the admin guard, doing what *mode* says."""
+    endpoint: Callable[..., Any] = route.endpoint
+    guards: list[Any] = [Depends(require_admin)]
+    if mode is DeployMode.WARN:
+        guards.append(Depends(warn_single_worker))
+    elif mode is DeployMode.REJECT:
+        guards.append(Depends(refuse_rejected))
+    elif route.path in FORWARDED:
+        endpoint = FORWARDED[route.path]
+    else:
+        guards.append(Depends(refuse_unforwardable))
+    return APIRoute(
+        route.path,
+        endpoint,
+        methods=route.methods,
+        response_model=route.response_model,
+        status_code=route.status_code,
+        tags=route.tags,
+        dependencies=[*guards, *route.dependencies],
+        summary=route.summary,
+        description=route.description,
+        response_description=route.response_description,
+        responses=route.responses,
+        operation_id=route.operation_id,
+        include_in_schema=route.include_in_schema,
+        name=route.name,
+    )
+
+
+# warn and reject
+
+
+async def warn_single_worker(request: Request, response: Response) -> None:
+    me = worker_id()
+    others = len([w for w in await run_in_threadpool(live_workers, request.app) if w.id != me])
+    text = (
+        f"Handled by worker {me} only (HAYHOOKS_GUNICORN_DEPLOY_MODE=warn): "
+        f"{others} other live worker(s) did not get this change from the call"
+    )
+    response.headers["Warning"] = f'299 - "{text}"'
+    log.warning("{} {}: {}", request.method, request.url.path, text)
+
+
+async def refuse_rejected(request: Request) -> None:
+    how = HOW_TO_DEPLOY.format(dir=app_context(request.app).pipelines_dir)
+    detail = f"Deploy calls are disabled (HAYHOOKS_GUNICORN_DEPLOY_MODE=reject); to deploy a pipeline, {how}"
+    raise HTTPException(status_code=403, detail=detail)
+
+
+async def refuse_unforwardable(request: Request) -> None:
+    how = HOW_TO_DEPLOY.format(dir=app_context(request.app).pipelines_dir)
+    detail = (
+        f"{request.method} {request.url.path} would change one worker only and cannot be forwarded to the others; "
+        f"{how}, or set HAYHOOKS_GUNICORN_DEPLOY_MODE=warn to allow single-worker changes"
+    )
+    raise HTTPException(status_code=403, detail=detail)

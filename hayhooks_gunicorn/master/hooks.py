@@ -1,0 +1,98 @@
+"""What gunicorn's server hooks do in the master; ``gunicorn_conf`` holds only thin functions that call these.
+
+No exception may leave a hook: gunicorn turns one into ``HaltServer`` and stops the master. This module and
+what it imports at the top stay light: the master never imports hayhooks' server or Haystack.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from hayhooks_gunicorn.cluster.state_files import forget_worker, release_state_dir
+from hayhooks_gunicorn.errors import KitError
+from hayhooks_gunicorn.master import instance, readiness
+from hayhooks_gunicorn.metrics import multiproc_dir
+from hayhooks_gunicorn.settings import MetricsMode, kit_settings
+
+
+def on_starting(server: Any) -> None:
+    """Fail fast, with one sentence, when the installed hayhooks is not one the kit supports; give this master
+    its own control socket and hold back gunicorn's early ``READY=1`` (see ``readiness``)."""
+    from hayhooks_gunicorn.compat import check_hayhooks
+
+    try:
+        check_hayhooks()
+        start_instance(server)
+    except KitError as e:
+        server.log.error("%s", e)
+        sys.exit(1)
+
+
+def start_instance(server: Any) -> instance.Instance:
+    """Give this master its own control socket unless one was configured (``instance``)."""
+    cfg = server.cfg
+    explicit = cfg.control_socket if cfg.control_socket != cfg.settings["control_socket"].default else None
+    current = instance.for_socket(explicit, cfg.bind[0] if cfg.bind else "")
+    try:
+        current.prepare()
+    except OSError as e:
+        raise KitError(f"Cannot prepare the runtime directory of {current.control_socket}: {e}") from e
+    if explicit is None:
+        cfg.set("control_socket", str(current.control_socket))
+    instance.activate(current)
+    readiness.take_notify_socket()
+    return current
+
+
+def when_ready(server: Any) -> None:
+    """Announce readiness once every worker has loaded the pipelines directory (see ``readiness``)."""
+    try:
+        if (current := instance.current()) is not None:
+            readiness.announce_when_ready(server, current)
+    except Exception:
+        server.log.exception("Could not start the readiness watcher")
+
+
+def prepare_metrics() -> None:
+    """Give this master its private ``PROMETHEUS_MULTIPROC_DIR`` while gunicorn reads its configuration.
+
+    It must be in the environment before any process imports prometheus_client (``values.py`` picks its value
+    class at import), and before workers fork so they inherit it. Any inherited value is replaced: another
+    master's directory must never be shared.
+    """
+    settings = kit_settings()
+    if settings.metrics is MetricsMode.OFF:
+        return
+    try:
+        multiproc_dir.prepare(settings.metrics_dir)
+    except OSError as e:
+        msg = (
+            f"Cannot create the metrics directory ({e}); point HAYHOOKS_GUNICORN_METRICS_DIR at a writable "
+            "directory or set HAYHOOKS_GUNICORN_METRICS=off"
+        )
+        raise KitError(msg) from e
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker exited: drop its ready marker, its live gauges (its counts go to the archive), its state file."""
+    if (current := instance.current()) is not None:
+        _attempt(server, "drop the ready marker", worker.pid, lambda: current.forget(worker.pid))
+    _attempt(server, "retire the metrics", worker.pid, lambda: multiproc_dir.retire(worker.pid))
+    # UvicornWorker never runs gunicorn's worker_exit hook: the master removes the worker's cluster state.
+    _attempt(server, "remove the cluster state", worker.pid, lambda: forget_worker(worker.pid))
+
+
+def on_exit(server: Any) -> None:
+    _attempt(server, "remove the cluster state directory", None, release_state_dir)
+    if (current := instance.current()) is not None:
+        _attempt(server, "remove the ready markers", None, current.remove)
+    _attempt(server, "remove the metrics directory", None, multiproc_dir.remove)
+
+
+def _attempt(server: Any, what: str, pid: int | None, step: Any) -> None:
+    """Run one clean-up step; a failure is logged and the next step still runs."""
+    try:
+        step()
+    except Exception:
+        server.log.exception("Could not %s%s", what, f" of worker {pid}" if pid is not None else "")

@@ -1,0 +1,76 @@
+"""Reload results as metrics: every worker records what it loaded, failed or removed, and how long a change on
+disk took to reach it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hayhooks_gunicorn.cluster.identity import worker_id
+from hayhooks_gunicorn.metrics.instruments import instruments
+from hayhooks_gunicorn.reload import YAML_SUFFIXES, pipeline_files
+
+if TYPE_CHECKING:
+    from hayhooks_gunicorn.reload import Change, WorkerRuntime
+
+
+def changed_at(pipelines_dir: Path, name: str) -> float | None:
+    """When a pipeline's content last landed in the directory: the newest change time of its entries.
+
+    ``st_ctime``, not ``st_mtime``: ``cp -p``, ``rsync -a`` and ``tar`` keep old mtimes, while every write,
+    rename or copy sets the change time. A removal leaves nothing to look at; the directory's own change time
+    (set by the removal) stands in.
+    """
+    candidates = [pipelines_dir / name, *(pipelines_dir / f"{name}{s}" for s in YAML_SUFFIXES)]
+    for path in candidates:
+        try:
+            if path.is_dir():
+                return max([path.stat().st_ctime] + [(path / rel).stat().st_ctime for rel in pipeline_files(path)])
+            if path.is_file():
+                return path.stat().st_ctime
+        except OSError:
+            return None
+    try:
+        return pipelines_dir.stat().st_ctime
+    except OSError:
+        return None
+
+
+def record_reloads(runtime: WorkerRuntime) -> None:
+    """Boot callback (``AppContext.on_boot``): count this worker alive and record every reconcile result it produces."""
+    metrics = instruments()
+    worker = worker_id()
+    metrics.workers.set(1)
+    serving: dict[str, str] = {}
+    # Loads finish on their own threads and report from there.
+    lock = threading.Lock()
+    pipelines_dir = runtime.reconciler.pipelines_dir
+
+    def stop_serving(name: str) -> None:
+        if (old := serving.pop(name, None)) is not None:
+            metrics.revision_info.labels(name, old, worker).set(0)
+            metrics.revision_info.remove(name, old, worker)
+
+    def on_change(change: Change) -> None:
+        with lock:
+            record(change)
+
+    def record(change: Change) -> None:
+        name = change.name
+        metrics.reloads.labels(name, change.outcome).inc()
+        if change.outcome == "failed":
+            metrics.load_failed.labels(name).set(1)
+            return
+        metrics.load_failed.labels(name).set(0)
+        stop_serving(name)
+        if change.outcome == "loaded":
+            serving[name] = change.revision
+            metrics.revision_info.labels(name, change.revision, worker).set(1)
+            metrics.load_duration.labels(name).observe(change.seconds)
+        # Loads at boot follow no change: only a worker already serving measures how long a change took.
+        if runtime.booted_at is not None and (at := changed_at(pipelines_dir, name)) is not None:
+            metrics.convergence.labels(name).observe(max(0.0, time.time() - at))
+
+    runtime.reconciler.listeners.append(on_change)

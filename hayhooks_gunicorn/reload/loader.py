@@ -1,0 +1,134 @@
+"""Turn one pipeline source into a prepared (set up, not yet served) hayhooks pipeline.
+
+Wrappers load from their own directory in the shared pipelines directory, not from a temp copy as hayhooks'
+startup deploy does, so ``__file__`` stays valid: files beside the wrapper and lazy relative imports work at
+run time. Pipeline sources never go through bytecode caches, so an edit is never served stale because a
+``.pyc`` had the same size and mtime second, and nothing is written into the shared directory.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import threading
+from importlib.abc import PathEntryFinder
+from importlib.machinery import EXTENSION_SUFFIXES, SOURCE_SUFFIXES, ExtensionFileLoader, FileFinder, SourceFileLoader
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+# haystack.tools and haystack.components.agents import each other: two pipelines first importing them from two
+# loading threads at once fail with "cannot import name 'ComponentTool'". Imported here, once, before any load.
+import haystack.components.agents  # noqa: F401
+import haystack.tools  # noqa: F401
+from hayhooks.server.utils.deploy_utils import prepare_pipeline_yaml
+from hayhooks.server.utils.models import PreparedPipeline
+from hayhooks.server.utils.module_loader import (
+    _PipelineModuleLoader,
+    create_pipeline_wrapper_instance,
+    pipeline_modules,
+    unload_pipeline_modules,
+)
+
+from hayhooks_gunicorn.errors import PipelineLoadError
+from hayhooks_gunicorn.reload.scan import PipelineSource
+
+
+class SourceOnlyLoader(SourceFileLoader):
+    """Compile from source every time: without stats, importlib neither reads nor writes a ``.pyc``."""
+
+    def path_stats(self, path: str) -> dict[str, Any]:
+        raise OSError("bytecode caching is off for pipeline sources")
+
+
+class _WrapperModuleLoader(_PipelineModuleLoader):
+    """hayhooks' package-style loader, with the wrapper module compiled from source."""
+
+    def _load_wrapper_module(self) -> ModuleType:
+        wrapper_path = str(self.dir_path / "pipeline_wrapper.py")
+        spec = importlib.util.spec_from_file_location(
+            self.wrapper_module_name,
+            wrapper_path,
+            loader=SourceOnlyLoader(self.wrapper_module_name, wrapper_path),
+            submodule_search_locations=[],
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        module.__package__ = self.package_name
+        sys.modules[self.wrapper_module_name] = module
+        self._modules_registered.append(self.wrapper_module_name)
+        spec.loader.exec_module(module)
+        return module
+
+
+_installed_roots: set[Path] = set()
+
+
+def install_source_only_imports(pipelines_dir: Path) -> None:
+    """Make every import of a file under *pipelines_dir* (helpers, lazy relative imports) skip bytecode."""
+    root = pipelines_dir.resolve()
+    if root in _installed_roots:
+        return
+    _installed_roots.add(root)
+    make_finder = FileFinder.path_hook((SourceOnlyLoader, SOURCE_SUFFIXES), (ExtensionFileLoader, EXTENSION_SUFFIXES))
+
+    def hook(path: str) -> PathEntryFinder:
+        resolved = Path(path or ".").resolve()
+        if resolved != root and not resolved.is_relative_to(root):
+            raise ImportError("not a pipelines directory path")
+        return make_finder(path)
+
+    sys.path_hooks.insert(0, hook)
+    for cached in [p for p in sys.path_importer_cache if Path(p or ".").resolve().is_relative_to(root)]:
+        del sys.path_importer_cache[cached]
+
+
+def prepare(source: PipelineSource) -> PreparedPipeline:
+    """Import and set up *source*; on failure the modules of the version serving before are put back."""
+    if source.error:
+        raise PipelineLoadError(source.error)
+    if source.kind == "yaml":
+        try:
+            text = source.path.read_text(encoding="utf-8")
+            return prepare_pipeline_yaml(source.name, source_code=text, options={"save_file": False})
+        except Exception as e:
+            raise PipelineLoadError(f"Failed to load YAML pipeline {source.name!r}: {e}") from e
+
+    serving_modules = pipeline_modules(source.name)
+    importlib.invalidate_caches()
+    try:
+        module = _WrapperModuleLoader(source.name, source.path).load()
+        wrapper = create_pipeline_wrapper_instance(module, allow_durable=False)
+    except BaseException as e:
+        unload_pipeline_modules(source.name)
+        sys.modules.update(serving_modules)
+        if isinstance(e, Exception):
+            raise PipelineLoadError(str(e)) from e
+        raise
+    return PreparedPipeline(name=source.name, wrapper=wrapper)
+
+
+def prepare_with_deadline(source: PipelineSource, timeout: float) -> PreparedPipeline:
+    """Run :func:`prepare` in a daemon thread and give up after *timeout* seconds.
+
+    A thread cannot be killed: a hung ``setup()`` is left behind (daemon, so it never blocks the worker's exit),
+    and the pipeline is reported failed while every other pipeline serves.
+    """
+    box: dict[str, PreparedPipeline | BaseException] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = prepare(source)
+        except BaseException as e:  # handed to the caller below
+            box["error"] = e
+
+    thread = threading.Thread(target=run, name=f"load-{source.name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise PipelineLoadError(f"Loading pipeline {source.name!r} did not finish within {timeout:g}s")
+    result = box.get("result") or box.get("error")
+    if isinstance(result, PreparedPipeline):
+        return result
+    raise result if result is not None else PipelineLoadError(f"Loading pipeline {source.name!r} gave no result")

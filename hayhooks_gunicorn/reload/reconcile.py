@@ -1,0 +1,199 @@
+"""Bring this worker's served pipelines in line with the pipelines directory.
+
+The directory is the single source of truth: each pass scans it, loads what is new or changed (by content
+revision), withdraws what is gone, and keeps the last good version serving when an update fails to load.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from fastapi import FastAPI
+from hayhooks.server.logger import log
+from hayhooks.server.utils.models import PreparedPipeline
+from starlette.routing import BaseRoute
+
+from hayhooks_gunicorn.errors import InvalidPipelineError
+from hayhooks_gunicorn.reload.loader import install_source_only_imports, prepare_with_deadline
+from hayhooks_gunicorn.reload.names import shadows_route
+from hayhooks_gunicorn.reload.routes import swap_routes, withdraw_routes
+from hayhooks_gunicorn.reload.scan import PipelineSource, scan
+
+Outcome = Literal["loaded", "failed", "removed"]
+
+
+@dataclass(frozen=True)
+class Served:
+    revision: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    revision: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    served: dict[str, Served]
+    failed: dict[str, Failure]
+    loading: dict[str, str]  # name -> revision being loaded
+
+
+@dataclass(frozen=True)
+class Change:
+    """One result of a pass, handed to listeners (metrics, cluster state)."""
+
+    name: str
+    outcome: Outcome
+    revision: str
+    seconds: float  # how long the load took
+    error: str | None = None
+
+
+@dataclass
+class Reconciler:
+    """Each pipeline loads on its own thread and is swapped in when ready, so a slow ``setup()`` (model loading)
+    never holds back the reload of another pipeline; one name never has two loads at once."""
+
+    app: FastAPI
+    pipelines_dir: Path
+    server_routes: list[BaseRoute]
+    load_timeout: float = 600.0
+    parallel: int = 4
+    served: dict[str, Served] = field(default_factory=dict)
+    failed: dict[str, Failure] = field(default_factory=dict)
+    loading: dict[str, str] = field(default_factory=dict)  # name -> revision being loaded
+    listeners: list[Callable[[Change], None]] = field(default_factory=list)
+    _rerun: bool = False  # a pass skipped a name that was busy loading: look again when that load ends
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _slots: threading.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._slots = threading.Semaphore(max(1, self.parallel))
+        install_source_only_imports(self.pipelines_dir)
+
+    def sync(self, wait: bool = False) -> None:
+        """One pass: withdraw what is gone, start loading what is new or changed; *wait* for those loads (boot).
+
+        Never raises, so neither a gunicorn hook nor the watcher thread can die of a bad file.
+        """
+        with self._lock:
+            try:
+                desired = scan(self.pipelines_dir)
+            except OSError as e:
+                # An unreadable directory (network share hiccup) must not undeploy everything.
+                log.error("Worker {} cannot read pipelines directory '{}': {}", os.getpid(), self.pipelines_dir, e)
+                return
+            changes = [self._remove(n) for n in list(self.served) if n not in desired and n not in self.loading]
+            for name in [n for n in self.failed if n not in desired]:
+                del self.failed[name]
+            self._rerun = self._rerun or any(n not in desired for n in self.loading)
+            threads = []
+            for source in desired.values():
+                if not self._needs_load(source):
+                    continue
+                if source.name in self.loading:
+                    self._rerun = self._rerun or self.loading[source.name] != source.revision
+                    continue
+                if source.error is None and shadows_route(source.name, self.server_routes):
+                    error = InvalidPipelineError(f"Pipeline name {source.name!r} clashes with a server route")
+                    changes.append(self._fail(source, error, 0.0))
+                    continue
+                self.loading[source.name] = source.revision
+                threads.append(threading.Thread(target=self._load, args=(source,), name=f"load-{source.name}"))
+        self._notify(changes)
+        for thread in threads:
+            thread.start()
+        if wait:
+            for thread in threads:
+                thread.join()
+
+    def pending(self) -> list[str]:
+        """Names this worker does not serve as they are on disk (loading, or not yet seen), nor failed on.
+
+        The scan reads the disk without the lock; the served, failed and loading maps are read under it, since
+        loads finishing on their own threads change them.
+        """
+        desired = scan(self.pipelines_dir)
+        with self._lock:
+            stale = [n for n in self.served if n not in desired]
+            return sorted({*stale, *self.loading, *(n for n, s in desired.items() if self._needs_load(s))})
+
+    def snapshot(self) -> Snapshot:
+        """Copies of what this worker serves, failed on and is loading, consistent with each other."""
+        with self._lock:
+            return Snapshot(dict(self.served), dict(self.failed), dict(self.loading))
+
+    def _needs_load(self, source: PipelineSource) -> bool:
+        served, failed = self.served.get(source.name), self.failed.get(source.name)
+        return not (served and served.revision == source.revision) and not (
+            failed and failed.revision == source.revision
+        )
+
+    def _load(self, source: PipelineSource) -> None:
+        with self._slots:
+            started = time.monotonic()
+            try:
+                result: PreparedPipeline | Exception = prepare_with_deadline(source, self.load_timeout)
+            except Exception as e:
+                result = e
+        seconds = time.monotonic() - started
+        with self._lock:
+            del self.loading[source.name]
+            if isinstance(result, PreparedPipeline):
+                change = self._serve(source, result, seconds)
+            else:
+                change = self._fail(source, result, seconds)
+            rerun, self._rerun = self._rerun, False
+        self._notify([change])
+        if rerun:
+            self.sync()
+
+    def _notify(self, changes: list[Change]) -> None:
+        for change in changes:
+            for listener in self.listeners:
+                try:
+                    listener(change)
+                except Exception as e:  # a listener must never break reloading
+                    log.warning("Pipeline change listener failed: {}", e)
+
+    def _serve(self, source: PipelineSource, prepared: PreparedPipeline, seconds: float) -> Change:
+        try:
+            swap_routes(self.app, prepared)
+        except Exception as e:
+            return self._fail(source, e, seconds)
+        verb = "reloaded" if source.name in self.served else "loaded"
+        self.served[source.name] = Served(source.revision)
+        self.failed.pop(source.name, None)
+        log.info(
+            "Worker {} {} pipeline '{}' (rev {}) in {:.2f}s", os.getpid(), verb, source.name, source.revision, seconds
+        )
+        return Change(source.name, "loaded", source.revision, seconds)
+
+    def _fail(self, source: PipelineSource, error: BaseException, seconds: float) -> Change:
+        message = str(error)
+        self.failed[source.name] = Failure(source.revision, message)
+        keeps = self.served.get(source.name)
+        tail = f"; still serving rev {keeps.revision}" if keeps else ""
+        log.error(
+            "Worker {} failed to load pipeline '{}' (rev {}){}: {}",
+            os.getpid(),
+            source.name,
+            source.revision,
+            tail,
+            message,
+        )
+        return Change(source.name, "failed", source.revision, seconds, message)
+
+    def _remove(self, name: str) -> Change:
+        revision = self.served.pop(name).revision
+        withdraw_routes(self.app, name)
+        log.info("Worker {} removed pipeline '{}' (rev {})", os.getpid(), name, revision)
+        return Change(name, "removed", revision, 0.0)

@@ -1,0 +1,77 @@
+"""The ASGI app every worker serves: hayhooks' own app, plus worker identity, health routes and the kit's loader.
+
+hayhooks' lifespan would deploy the whole directory from temp copies (``server/app.py::lifespan``); the kit
+replaces it, so every pipeline is set up exactly once per worker, from its real directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from hayhooks_gunicorn.app_context import AppContext, app_context, attach
+from hayhooks_gunicorn.cluster.identity import WorkerHeaderMiddleware
+from hayhooks_gunicorn.cluster.state_files import state_dir
+from hayhooks_gunicorn.cluster.view import install_cluster
+from hayhooks_gunicorn.compat import check_hayhooks
+from hayhooks_gunicorn.deploys import install_deploy_routes
+from hayhooks_gunicorn.errors import KitError
+from hayhooks_gunicorn.metrics.endpoint import install_metrics
+from hayhooks_gunicorn.reload import WorkerRuntime, start_runtime
+from hayhooks_gunicorn.reload.names import fixed_routes
+from hayhooks_gunicorn.settings import kit_settings
+from hayhooks_gunicorn.worker.health import install_health
+from hayhooks_gunicorn.worker.sync_run import apply_sync_run
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Under gunicorn the post_worker_init hook has loaded the pipelines already; elsewhere (plain uvicorn) load now.
+    runtime = app_context(app).runtime
+    if runtime is None:
+        runtime = await run_in_threadpool(boot, app)
+    try:
+        yield
+    finally:
+        runtime.stop()
+
+
+def boot(app: FastAPI) -> WorkerRuntime:
+    """Load every pipeline of the directory once, then start watching it; safe to call twice."""
+    context = app_context(app)
+    if context.runtime is not None:
+        return context.runtime
+
+    def created(runtime: WorkerRuntime) -> None:
+        context.runtime = runtime
+
+    return start_runtime(app, context.settings, context.server_routes, context.on_boot, on_created=created)
+
+
+def create_app() -> FastAPI:
+    """Build the app without loading pipelines: the worker loads them before it serves (``boot``)."""
+    check_hayhooks()
+    from hayhooks.server.app import create_app as create_hayhooks_app
+    from hayhooks.settings import settings
+
+    if settings.durable_mode:
+        msg = "HAYHOOKS_DURABLE_MODE fixes the pipeline set at startup; serve durable pipelines with `hayhooks run`"
+        raise KitError(msg)
+    kit = kit_settings()
+    app = create_hayhooks_app()
+    app.router.lifespan_context = lifespan
+    apply_sync_run(kit.sync_run)
+    install_health(app)
+    app.add_middleware(WorkerHeaderMiddleware)
+    context = AppContext(settings=kit, server_routes=[], state_dir=state_dir(kit))
+    attach(app, context)
+    install_metrics(app)
+    # Deploy calls reach every worker (or say they do not); every worker records its state for GET /cluster.
+    install_deploy_routes(app)
+    install_cluster(app)
+    # Taken before any pipeline is served: a pipeline name must not shadow these.
+    context.server_routes = fixed_routes(app)
+    return app

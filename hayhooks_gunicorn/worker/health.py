@@ -1,0 +1,74 @@
+"""``/healthz`` (the process answers) and ``/readyz`` (this worker loaded the directory and is not behind it).
+
+A worker serves nothing before it has loaded the directory (``gunicorn_worker.post_worker_init``), so a ``/readyz`` that
+answers at all has loaded it once. After that, "behind" means a change on disk that this worker has not picked
+up: one it is loading now does not count (the old version keeps serving, and every replica loads the same change
+at the same moment: failing readiness then would take every pod out of its Service at once), nor one younger
+than ``HAYHOOKS_GUNICORN_READY_GRACE``; one left unloaded longer (a stuck watcher, events lost on a network
+filesystem) does.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from hayhooks_gunicorn.app_context import AppContext, app_context
+from hayhooks_gunicorn.cluster.identity import worker_id
+
+router = APIRouter(tags=["kit"])
+
+
+@router.get("/healthz", summary="Liveness: the worker process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok", "worker": worker_id()}
+
+
+@router.get("/readyz", summary="Readiness: this worker loaded the pipelines directory and is not behind it")
+async def readyz(request: Request) -> JSONResponse:
+    context = app_context(request.app)
+    runtime = context.runtime
+    if runtime is None or runtime.booted_at is None:
+        return JSONResponse({"status": "loading", "worker": worker_id()}, status_code=503)
+    reconciler = runtime.reconciler
+    try:
+        # Both take the reconciler's lock, which a pass holds while it scans: off the event loop.
+        pending, now = await run_in_threadpool(lambda: (reconciler.pending(), reconciler.snapshot()))
+    except OSError as e:
+        return JSONResponse({"status": "unreadable", "worker": worker_id(), "error": str(e)}, status_code=503)
+    except Exception as e:  # whatever breaks the check, the answer is "not ready", with the reason
+        error = f"{type(e).__name__}: {e}"
+        return JSONResponse({"status": "check failed", "worker": worker_id(), "error": error}, status_code=503)
+    loading = sorted(now.loading)
+    stuck = _stuck(context, [n for n in pending if n not in loading], context.settings.ready_grace)
+    status = "behind" if stuck else ("reloading" if pending else "ready")
+    body = {
+        "status": status,
+        "worker": worker_id(),
+        "pipelines": sorted(now.served),
+        "failed": sorted(now.failed),
+        "behind": sorted(pending),
+        "loading": loading,
+    }
+    return JSONResponse(body, status_code=503 if stuck else 200)
+
+
+def _stuck(context: AppContext, waiting: list[str], grace: float) -> list[str]:
+    """Names waiting, with no load running, for longer than *grace* seconds (first seen by a probe)."""
+    now = time.monotonic()
+    seen = {name: context.waiting_since.get(name, now) for name in waiting}
+    context.waiting_since = seen
+    return [name for name, since in seen.items() if now - since > grace]
+
+
+def install_health(app: FastAPI) -> None:
+    """Put the health routes first in the route table: no route added before or after (a mount at ``/``,
+    a pipeline's routes) can answer these paths instead."""
+    before = len(app.router.routes)
+    app.include_router(router)
+    added = app.router.routes[before:]
+    del app.router.routes[before:]
+    app.router.routes[:0] = added
