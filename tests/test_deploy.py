@@ -8,6 +8,7 @@ import socket
 import subprocess
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -245,3 +246,138 @@ def test_read_only_pipelines_dir_refuses_deploys_and_keeps_serving(kit: Kit) -> 
     # The watchers kept going: a change made afterwards is served.
     (kit.pipelines / "frozen" / "helper.py").write_text(textwrap.dedent("REPLY = 'melted'\n"))
     wait_until(lambda: all(r == {"melted"} for r in thirty_calls(kit.server, "frozen").values()), timeout=15)
+
+
+def slow_or_fatal_wrapper(setup_body: str) -> dict[str, str]:
+    return {
+        "pipeline_wrapper.py": textwrap.dedent(
+            f'''
+            import os, time
+
+            from hayhooks import BasePipelineWrapper
+
+
+            class PipelineWrapper(BasePipelineWrapper):
+                def setup(self) -> None:
+                    {setup_body}
+
+                def run_api(self, text: str = "") -> dict:
+                    """Answer.
+
+                    Args:
+                        text: ignored
+                    """
+                    return {{"reply": "loaded"}}
+            '''
+        )
+    }
+
+
+def test_a_slow_preflight_holds_up_no_reload_of_the_worker_that_received_it(kit: Kit) -> None:
+    """The upload's setup() runs in a separate process: the receiving worker reloads other pipelines meanwhile."""
+    assert kit.server.post("/deploy_files", json={"name": "quick", "files": wrapper_files("q1")}).status_code == 200
+    answers: list[httpx.Response] = []
+    slow = slow_or_fatal_wrapper("time.sleep(8)")
+    deploying = threading.Thread(
+        target=lambda: answers.append(kit.server.post("/deploy_files", json={"name": "slow_model", "files": slow}))
+    )
+    deploying.start()
+    try:
+        time.sleep(0.5)  # the deploy call is in its pre-flight now
+        (kit.pipelines / "quick" / "helper.py").write_text("REPLY = 'q2'\n")
+        wait_until(lambda: all(r == {"q2"} for r in thirty_calls(kit.server, "quick").values()), timeout=6)
+        assert deploying.is_alive(), "the edit was served only after the slow pre-flight had finished"
+    finally:
+        deploying.join(timeout=60)
+    assert answers and answers[0].status_code == 200, answers
+
+
+def test_a_preflight_that_kills_its_process_leaves_every_worker_serving(kit: Kit) -> None:
+    pids = kit.server.worker_pids()
+    before = snapshot(kit.pipelines)
+    response = kit.server.post("/deploy_files", json={"name": "exits", "files": slow_or_fatal_wrapper("os._exit(3)")})
+    assert response.status_code == 422
+    assert "exited with code 3" in response.json()["detail"]
+    assert snapshot(kit.pipelines) == before
+    assert kit.server.worker_pids() == pids
+    assert kit.server.every_worker(lambda r: r.status_code == 200, "GET", "/readyz")
+
+
+class ForwardingProxy:
+    """A reverse proxy on this host, as nginx with ``proxy_set_header X-Forwarded-For`` is: it connects from
+    loopback and names its client in a header (here a fixed remote address standing in for one)."""
+
+    def __init__(self, upstream: str, header: str, client: str) -> None:
+        import http.server
+
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                answer = httpx.post(
+                    f"{upstream}{self.path}", content=body, headers={**headers, header: client}, timeout=60
+                )
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", answer.headers.get("content-type", "application/json"))
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=proxy.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("header", "client"),
+    [
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Forwarded-For", "203.0.113.7, 127.0.0.1"),
+        ("Forwarded", "for=203.0.113.7;proto=https"),
+        ("Forwarded", 'for="[2001:db8::7]:4711"'),
+        ("X-Real-IP", "203.0.113.7"),
+    ],
+)
+def test_without_a_token_a_deploy_through_a_proxy_is_refused_and_writes_nothing(
+    kit: Kit, header: str, client: str
+) -> None:
+    proxy = ForwardingProxy(kit.server.url, header, client)
+    try:
+        before = snapshot(kit.pipelines)
+        refused = httpx.post(
+            f"{proxy.url}/deploy_files", json={"name": "via_proxy", "files": wrapper_files("proxied")}, timeout=60
+        )
+        assert refused.status_code == 403
+        assert "HAYHOOKS_GUNICORN_ADMIN_TOKEN" in refused.json()["detail"]
+        assert snapshot(kit.pipelines) == before
+        assert httpx.post(f"{proxy.url}/undeploy/quick", timeout=60).status_code == 403
+    finally:
+        proxy.close()
+    # The same call straight from loopback, with no forwarding header, is a local call: it works and reaches all.
+    direct = kit.server.post("/deploy_files", json={"name": "via_proxy", "files": wrapper_files("direct")})
+    assert direct.status_code == 200
+    replies = thirty_calls(kit.server, "via_proxy")
+    assert len(replies) == 2 and all(r == {"direct"} for r in replies.values())
+    assert kit.server.post("/undeploy/via_proxy").status_code == 200
+
+
+def test_a_proxy_forwarding_a_local_client_is_a_local_call(kit: Kit) -> None:
+    proxy = ForwardingProxy(kit.server.url, "X-Forwarded-For", "127.0.0.1")
+    try:
+        deployed = httpx.post(
+            f"{proxy.url}/deploy_files", json={"name": "local_proxy", "files": wrapper_files("lp")}, timeout=60
+        )
+        assert deployed.status_code == 200, deployed.text
+    finally:
+        proxy.close()
+    assert kit.server.post("/undeploy/local_proxy").status_code == 200
