@@ -73,6 +73,8 @@ def start_runtime(
         time.monotonic() - started,
     )
     if settings.watch is not WatchMode.OFF:
-        runtime.watcher = DirectoryWatcher(reconciler, settings.watch, settings.poll_interval_ms, settings.debounce_ms)
+        runtime.watcher = DirectoryWatcher(
+            reconciler.pipelines_dir, reconciler.sync, settings.watch, settings.poll_interval_ms, settings.debounce_ms
+        )
         runtime.watcher.start()
     return runtime

@@ -1,20 +1,21 @@
-"""A watchfiles thread per worker that answers every change in the pipelines directory with a reconcile pass."""
+"""A watchfiles thread that answers every change in the pipelines directory with a callback.
+
+In a worker the callback is a reconcile pass (``reload.runtime``); the watcher knows nothing of what it drives, so
+any process that must follow the directory uses this one mechanism.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import watchfiles
 from hayhooks.server.logger import log
 
 from hayhooks_gunicorn.settings import WatchMode
-
-if TYPE_CHECKING:
-    from hayhooks_gunicorn.reload.reconcile import Reconciler
 
 # Filesystems where inotify sees changes made by other hosts only partly or not at all.
 NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "afs", "gpfs"}
@@ -55,11 +56,18 @@ class DirectoryWatcher(threading.Thread):
     """Runs until :meth:`stop`; a failing watch (directory removed, share gone) is retried, never fatal."""
 
     def __init__(
-        self, reconciler: Reconciler, mode: WatchMode, poll_interval_ms: int = 500, debounce_ms: int = 100
+        self,
+        path: Path,
+        on_change: Callable[[], None],
+        mode: WatchMode,
+        poll_interval_ms: int = 500,
+        debounce_ms: int = 100,
     ) -> None:
         super().__init__(name="pipelines-watcher", daemon=True)
-        self.reconciler = reconciler
-        self.polling = use_polling(mode, reconciler.pipelines_dir)
+        self.path = path
+        # Called after every batch of changes, every quiet RESCAN_SECONDS, and after a lost watch is regained
+        self.on_change = on_change
+        self.polling = use_polling(mode, path)
         self.poll_interval_ms = poll_interval_ms
         self.debounce_ms = debounce_ms
         self.stop_event = threading.Event()
@@ -68,7 +76,7 @@ class DirectoryWatcher(threading.Thread):
         self.stop_event.set()
 
     def run(self) -> None:
-        path = self.reconciler.pipelines_dir
+        path = self.path
         how = f"polling every {self.poll_interval_ms} ms" if self.polling else "inotify"
         log.info("Worker {} watching '{}' ({})", os.getpid(), path, how)
         while not self.stop_event.is_set():
@@ -77,7 +85,7 @@ class DirectoryWatcher(threading.Thread):
             except Exception as e:
                 log.warning("Worker {} lost its watch on '{}' ({}); retrying", os.getpid(), path, e)
                 self.stop_event.wait(1.0)
-                self.reconciler.sync()
+                self.on_change()
 
     def _watch(self, path: Path) -> None:
         # Events only say "something changed": every batch, and every quiet RESCAN_SECONDS, re-scans.
@@ -91,7 +99,7 @@ class DirectoryWatcher(threading.Thread):
             raise_interrupt=False,
             ignore_permission_denied=True,
         ):
-            self.reconciler.sync()
+            self.on_change()
 
     def _poll(self, path: Path) -> None:
         """Compare nanosecond stat signatures every interval; re-scan on a change, once it has settled.
@@ -108,7 +116,7 @@ class DirectoryWatcher(threading.Thread):
             while current != last and not self.stop_event.wait(self.debounce_ms / 1000):
                 last, current = current, stat_signature(path)  # settle: a multi-file copy loads once
             last, last_scan = current, time.monotonic()
-            self.reconciler.sync()
+            self.on_change()
 
 
 def stat_signature(path: Path) -> frozenset[tuple[str, int, int, int]]:
