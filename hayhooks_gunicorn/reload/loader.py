@@ -103,9 +103,12 @@ def prepare(source: PipelineSource) -> PreparedPipeline:
     except BaseException as e:
         unload_pipeline_modules(source.name)
         sys.modules.update(serving_modules)
-        if isinstance(e, Exception):
-            raise PipelineLoadError(str(e)) from e
-        raise
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        # A setup() calling sys.exit() is a failed load: raised on, it would end the load thread silently and
+        # leave the pipeline "loading" for ever.
+        message = str(e) if isinstance(e, Exception) else f"{type(e).__name__}({e}) while loading"
+        raise PipelineLoadError(message) from e
     return PreparedPipeline(name=source.name, wrapper=wrapper)
 
 
