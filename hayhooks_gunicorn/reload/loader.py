@@ -20,7 +20,9 @@ from typing import Any
 
 # haystack.tools and haystack.components.agents import each other: two pipelines first importing them from two
 # loading threads at once fail with "cannot import name 'ComponentTool'". Imported here, once, before any load.
-import haystack.components.agents  # noqa: F401
+# ``Agent`` too: hayhooks' ``models.deployment_type`` resolves it lazily while it holds a wrapper, and the lazy
+# module's optional-dependency import keeps its failure with the traceback (haystack's ``LazyImport``), which
+# would pin the first wrapper loaded in a process for ever.
 import haystack.tools  # noqa: F401
 from hayhooks.server.utils.deploy_utils import prepare_pipeline_yaml
 from hayhooks.server.utils.models import PreparedPipeline
@@ -30,6 +32,7 @@ from hayhooks.server.utils.module_loader import (
     pipeline_modules,
     unload_pipeline_modules,
 )
+from haystack.components.agents import Agent  # noqa: F401
 
 from hayhooks_gunicorn.errors import PipelineLoadError
 from hayhooks_gunicorn.reload.scan import PipelineSource

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute
 from hayhooks_gunicorn.errors import InvalidPipelineError
 from hayhooks_gunicorn.reload.loader import install_source_only_imports, prepare_with_deadline
 from hayhooks_gunicorn.reload.names import shadows_route
+from hayhooks_gunicorn.reload.release import release_replaced
 from hayhooks_gunicorn.reload.routes import swap_routes, withdraw_routes
 from hayhooks_gunicorn.reload.scan import PipelineSource, scan
 
@@ -109,6 +110,8 @@ class Reconciler:
                 self.loading[source.name] = source.revision
                 threads.append(threading.Thread(target=self._load, args=(source,), name=f"load-{source.name}"))
         self._notify(changes)
+        if any(change.outcome == "removed" for change in changes):
+            release_replaced()
         for thread in threads:
             thread.start()
         if wait:
@@ -147,12 +150,16 @@ class Reconciler:
         seconds = time.monotonic() - started
         with self._lock:
             del self.loading[source.name]
+            replacing = source.name in self.served
             if isinstance(result, PreparedPipeline):
                 change = self._serve(source, result, seconds)
             else:
                 change = self._fail(source, result, seconds)
             rerun, self._rerun = self._rerun, False
+        del result  # this thread must not keep the new version's objects alive either
         self._notify([change])
+        if replacing and change.outcome == "loaded":
+            release_replaced()
         if rerun:
             self.sync()
 
