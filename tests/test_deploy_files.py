@@ -124,7 +124,7 @@ def test_systemd_command_writes_units_for_this_install(tmp_path: Path) -> None:
 
 def test_kubernetes_has_a_base_and_the_overlays() -> None:
     assert (KUBERNETES_DIR / "base" / "kustomization.yaml").is_file()
-    assert OVERLAYS == ["readonly", "shared-volume"]
+    assert OVERLAYS == ["durable", "readonly", "shared-volume"]
     # Nothing beside base/ and overlays/: every manifest is reached through a kustomization.
     assert sorted(p.name for p in KUBERNETES_DIR.iterdir()) == ["base", "overlays"]
 
@@ -224,6 +224,25 @@ def test_shared_volume_overlay_shares_the_pipelines_and_the_state() -> None:
     assert env["HAYHOOKS_PIPELINES_DIR"].startswith("/data/")
     assert env["HAYHOOKS_GUNICORN_STATE_DIR"].startswith("/data/")
     assert env["HAYHOOKS_GUNICORN_WATCH"] == "poll"
+
+
+def test_durable_overlay_runs_several_workers_per_pod_on_one_redis() -> None:
+    resources = rendered("durable")
+    deployment = resources[("Deployment", "hayhooks")]
+    env = env_of(deployment["spec"]["template"]["spec"]["containers"][0], resources)
+    assert env["HAYHOOKS_DURABLE_MODE"] == "true"
+    assert deployment["spec"]["replicas"] >= 2 and int(env["WEB_CONCURRENCY"]) >= 2
+    url = re.fullmatch(r"redis://([^:/]+):(\d+)/\d+", env["HAYHOOKS_DURABLE_REDIS_URL"])
+    assert url, env["HAYHOOKS_DURABLE_REDIS_URL"]
+    service = resources[("Service", url.group(1))]
+    assert int(url.group(2)) in {p["port"] for p in service["spec"]["ports"]}
+    redis = resources[("Deployment", "hayhooks-redis")]
+    assert service["spec"]["selector"].items() <= redis["spec"]["template"]["metadata"]["labels"].items()
+    # The hayhooks Service and PodDisruptionBudget must not select the Redis pod.
+    hayhooks_selector = resources[("Service", "hayhooks")]["spec"]["selector"]
+    assert not hayhooks_selector.items() <= redis["spec"]["template"]["metadata"]["labels"].items()
+    policy = resources[("NetworkPolicy", "hayhooks-redis")]["spec"]
+    assert policy["ingress"][0]["from"][0]["podSelector"]["matchLabels"] == hayhooks_selector
 
 
 def test_configmap_variant_serves_its_pipelines(tmp_path: Path) -> None:
