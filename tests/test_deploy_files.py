@@ -124,7 +124,7 @@ def test_systemd_command_writes_units_for_this_install(tmp_path: Path) -> None:
 
 def test_kubernetes_has_a_base_and_the_overlays() -> None:
     assert (KUBERNETES_DIR / "base" / "kustomization.yaml").is_file()
-    assert OVERLAYS == ["durable", "readonly", "shared-volume"]
+    assert OVERLAYS == ["durable", "git-sync", "readonly", "shared-volume"]
     # Nothing beside base/ and overlays/: every manifest is reached through a kustomization.
     assert sorted(p.name for p in KUBERNETES_DIR.iterdir()) == ["base", "overlays"]
 
@@ -243,6 +243,28 @@ def test_durable_overlay_runs_several_workers_per_pod_on_one_redis() -> None:
     assert not hayhooks_selector.items() <= redis["spec"]["template"]["metadata"]["labels"].items()
     policy = resources[("NetworkPolicy", "hayhooks-redis")]["spec"]
     assert policy["ingress"][0]["from"][0]["podSelector"]["matchLabels"] == hayhooks_selector
+
+
+def test_git_sync_overlay_serves_the_checkout_through_the_link() -> None:
+    resources = rendered("git-sync")
+    pod = resources[("Deployment", "hayhooks")]["spec"]["template"]["spec"]
+    sidecar = next(c for c in pod["initContainers"] if c["name"] == "git-sync")
+    assert re.fullmatch(r"registry\.k8s\.io/git-sync/git-sync:v4\.\d+\.\d+", sidecar["image"])
+    # A native sidecar that keeps syncing, and hayhooks starts only after the first checkout.
+    assert sidecar["restartPolicy"] == "Always" and sidecar["startupProbe"]["httpGet"]["path"] == "/"
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in sidecar["args"])
+    assert sidecar["startupProbe"]["httpGet"]["port"] in {p["name"] for p in sidecar["ports"]}
+    assert flags["http-bind"].endswith(f":{sidecar['ports'][0]['containerPort']}")
+    sidecar_env = env_of(sidecar, resources)
+    assert sidecar_env["GITSYNC_REPO"] and sidecar_env["GITSYNC_REF"]
+    container = next(c for c in pod["containers"] if c["name"] == "hayhooks")
+    env = env_of(container, resources)
+    shared = next(m for m in sidecar["volumeMounts"] if m["mountPath"] == flags["root"])
+    assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == shared["name"])
+    served = next(m for m in container["volumeMounts"] if m["name"] == shared["name"])
+    assert served["readOnly"] and served["mountPath"] == flags["root"]
+    assert env["HAYHOOKS_PIPELINES_DIR"].startswith(f"{flags['root']}/{flags['link']}/")
+    assert env["HAYHOOKS_GUNICORN_DEPLOY_MODE"] == "reject"
 
 
 def test_configmap_variant_serves_its_pipelines(tmp_path: Path) -> None:
