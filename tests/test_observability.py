@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import signal
 import subprocess
@@ -27,6 +28,9 @@ GRAFANA_DIR = REPO / "deploy" / "grafana"
 DASHBOARD = GRAFANA_DIR / "hayhooks-dashboard.json"
 # What the dashboard's variables become in the queries run here: every pipeline, and a 30 s rate window.
 VARIABLES = {"$pipeline": ".*", "$__rate_interval": "30s"}
+# Set to a file name, the integration test drives a minute of traffic and saves every panel's query results there,
+# for deploy/grafana/render_preview.py to draw docs/dashboard.png from.
+PREVIEW_DATA = os.environ.get("HAYHOOKS_DASHBOARD_DATA")
 
 
 def prometheus_files(key: str) -> list[Path]:
@@ -43,16 +47,17 @@ def alerts() -> dict[str, dict]:
     return {rule["alert"]: rule for rule in rules if "alert" in rule}
 
 
+def filled(expr: str) -> str:
+    """A dashboard query with its variables filled in as Grafana would."""
+    for variable, value in VARIABLES.items():
+        expr = expr.replace(variable, value)
+    return expr
+
+
 def dashboard_queries() -> list[tuple[str, str]]:
-    """(panel title, PromQL) for every query of the dashboard, with the variables filled in."""
-    queries = []
-    for panel in json.loads(DASHBOARD.read_text())["panels"]:
-        for target in panel.get("targets", []):
-            expr = target["expr"]
-            for variable, value in VARIABLES.items():
-                expr = expr.replace(variable, value)
-            queries.append((panel["title"], expr))
-    return queries
+    """(panel title, PromQL) for every query of the dashboard."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [(panel["title"], filled(target["expr"])) for panel in panels for target in panel.get("targets", [])]
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -311,6 +316,17 @@ def has_data(result: dict) -> bool:
     return any(math.isfinite(float(value)) for series in result["result"] for _, value in series["values"])
 
 
+def save_preview(prometheus: Prometheus, start: float, path: Path) -> None:
+    """The dashboard's panels with the range-query results of each of their queries."""
+    board = json.loads(DASHBOARD.read_text())
+    end = time.time()
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            query = filled(target["expr"])
+            target["result"] = prometheus.api("query_range", query=query, start=start, end=end, step=1)["result"]
+    path.write_text(json.dumps({"start": start, "end": end, "panels": board["panels"]}))
+
+
 def alert_key(alert: dict) -> tuple[str, str | None]:
     return alert["labels"]["alertname"], alert["labels"].get("pipeline")
 
@@ -350,6 +366,9 @@ def test_dashboard_queries_return_data_and_the_load_failure_alert_fires(
             if all(answered.values()) and expected_alerts <= states.keys() or time.monotonic() > deadline:
                 break
             time.sleep(1)
+        if PREVIEW_DATA:
+            time.sleep(max(0.0, 60 - (time.time() - started)))
+            save_preview(prometheus, started, Path(PREVIEW_DATA))
     finally:
         traffic.stop()
 
