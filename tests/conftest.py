@@ -29,6 +29,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def require_tool(name: str, debian_package: str) -> str:
+    """The path of command-line tool *name*; when it is missing, skip the test saying which package has it.
+
+    In CI (``CI`` set, as CI services do) a missing tool fails the test instead: there ``.ci/run`` installs it, and
+    a test that skips there proves nothing.
+    """
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (Debian package {debian_package!r}; .ci/run installs it)"
+    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+        pytest.fail(f"{message}, and CI is set: this test must run in CI")
+    pytest.skip(message)
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05) -> object:
     """Poll *predicate* until it returns something truthy; fail with the last value after *timeout*."""
     deadline = time.monotonic() + timeout
