@@ -41,6 +41,10 @@ class Plan:
     boot_pipelines: int = 10
     boot_repeats: int = 3
     preload: bool = True
+    # Memory: hot reloads of a pipeline holding 20 MB (the model part runs when `embedding` is on)
+    memory_reloads: int = 20
+    # Wait before reading memory: past the kit's delayed release (reload/release.py: LATER_SECONDS)
+    memory_settle_s: float = 7.0
 
 
 def full_plan(workdir: Path) -> Plan:
@@ -87,4 +91,6 @@ def tiny_plan(workdir: Path) -> Plan:
         min_requests=20,
         swap_interval=0.1,
         deploys=2,
+        memory_reloads=2,
+        memory_settle_s=0.5,
     )

@@ -57,6 +57,11 @@ def goals(poll_interval_s: float = 0.5) -> list[Goal]:
         Goal("boot_s", "", None, "start -> every worker ready, 10 pipelines, 2 workers"),
         Goal("uss_first_worker_mb", "", None, "USS of the worker of a 1-worker server, MiB"),
         Goal("uss_extra_worker_mb", "", None, "USS of the second worker of a 2-worker server, MiB"),
+        Goal("pss_4w_over_1w", "<=", 1.35, "total PSS with 4 workers / 1, MiniLM embedder (full run)"),
+        Goal("naive_pss_4w_over_1w", "", None, "same, naive recipe"),
+        Goal("pss_4w_over_1w_after_reload", "<=", 1.35, "same after the wrapper was replaced under load"),
+        Goal("reload_rss_growth_mb", "<=", 60, "largest worker RSS growth, 20 reloads of a 20 MB pipeline, MiB"),
+        Goal("naive_reload_rss_growth_mb", "", None, "same, plain hayhooks redeployed via /deploy_files"),
     ]
 
 
@@ -81,6 +86,7 @@ def context(key: str, scenarios: dict[str, Any]) -> str:
     """One line saying what the figure is made of, from the scenario's details."""
     d = {name: s.get("details") or {} for name, s in scenarios.items()}
     o, c, r, a, v, b = (d.get(n, {}) for n in ("overhead", "scaling", "reload", "availability", "convergence", "boot"))
+    m = d.get("memory", {})
     rps = {
         name: _get(o, name, "rps_median") for name in ("kit", "naive", "hayhooks_run", "kit_lean", "kit_metrics_off")
     }
@@ -135,6 +141,18 @@ def context(key: str, scenarios: dict[str, Any]) -> str:
             f"{_get(b, 'naive', 'total_pss_1w_mb')} -> {_get(b, 'naive', 'total_pss_2w_mb')} MiB"
         )
         + (f"; kit with --preload {_get(b, 'kit_preload', 'uss_extra_worker_mb')} MiB" if "kit_preload" in b else ""),
+        "pss_4w_over_1w": (
+            f"total PSS kit 1 / 2 / 4 workers {_get(m, 'kit', '1w', 'pss_mb')} / {_get(m, 'kit', '2w', 'pss_mb')} / "
+            f"{_get(m, 'kit', '4w', 'pss_mb')} MiB"
+        ),
+        "naive_pss_4w_over_1w": (
+            f"naive 1 / 2 / 4 workers {_get(m, 'naive', '1w', 'pss_mb')} / {_get(m, 'naive', '2w', 'pss_mb')} / "
+            f"{_get(m, 'naive', '4w', 'pss_mb')} MiB"
+        ),
+        "pss_4w_over_1w_after_reload": (
+            f"{_get(m, 'kit', '4w', 'failed_during_reload')} failed requests during the reload"
+        ),
+        "reload_rss_growth_mb": f"worker RSS before {_get(m, 'reload_rss_growth_mb', 'kit_before')} MiB",
     }
     return lines.get(key, "")
 

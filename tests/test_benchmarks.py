@@ -263,3 +263,11 @@ def test_tiny_scaling_run_measures_both_sync_run_modes(tmp_path: Path) -> None:
     for mode in ("inline", "threadpool"):
         assert details[mode]["workers_1_rps_median"] > 0 and details[mode]["workers_2_rps_median"] > 0
     assert "SYNC_RUN=inline" in (tmp_path / "latest.md").read_text()
+
+
+@pytest.mark.integration
+def test_tiny_memory_run_measures_reload_growth_of_kit_and_plain_hayhooks(tmp_path: Path) -> None:
+    summary = tiny_run("memory", tmp_path)
+    assert summary["reload_rss_growth_mb"] is not None and summary["naive_reload_rss_growth_mb"] is not None
+    details = json.loads((tmp_path / "latest.json").read_text())["scenarios"]["memory"]["details"]
+    assert details["reloads"] == 2 and details["reload_rss_growth_mb"]["kit_before"] > 0

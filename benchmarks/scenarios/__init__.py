@@ -46,7 +46,7 @@ def clean(result: LoadResult, label: str) -> LoadResult:
 
 
 def all_scenarios() -> list[Scenario]:
-    from benchmarks.scenarios import availability, boot, convergence, overhead, reload, scaling
+    from benchmarks.scenarios import availability, boot, convergence, memory, overhead, reload, scaling
 
     return [
         overhead.SCENARIO,
@@ -55,4 +55,5 @@ def all_scenarios() -> list[Scenario]:
         availability.SCENARIO,
         convergence.SCENARIO,
         boot.SCENARIO,
+        memory.SCENARIO,
     ]
