@@ -55,6 +55,14 @@ def when_ready(server: Any) -> None:
     hooks.when_ready(server)
 
 
+def on_reload(server: Any) -> None:
+    hooks.on_reload(server)
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    hooks.pre_fork(server, worker)
+
+
 def post_worker_init(worker: Any) -> None:
     kit_worker.post_worker_init(worker)
 

@@ -85,6 +85,9 @@ class KitSettings(BaseSettings):
     # Seconds a change on disk may stay unloaded, with no load running, before /readyz answers 503 (behind)
     ready_grace: float = Field(default=30.0, ge=0, le=3600)
 
+    # Import hayhooks and the pipelines' libraries in the master before forking, so workers share those pages
+    preload_imports: bool = True
+
     # Where sync pipeline methods run: threadpool (hayhooks' behaviour) or inline (CPU-bound pipelines)
     sync_run: SyncRun = SyncRun.THREADPOOL
 

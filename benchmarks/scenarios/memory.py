@@ -134,12 +134,15 @@ def deploy(server: Server, version: str, overwrite: bool) -> None:
         raise ServerError(f"{server.label}: deploy {version} answered {answer.status_code} {answer.text[:160]!r}")
 
 
-def model_footprint(plan: Plan, kind: Kind, workers: int, reload: bool) -> dict[str, float | int]:
+def model_footprint(
+    plan: Plan, kind: Kind, workers: int, reload: bool, env: dict[str, str] | None = None, label: str = ""
+) -> dict[str, float | int]:
     """Total PSS once every worker answers; with *reload*, again after a file edit under load."""
-    pipelines = plan.workdir / f"memory-model-{kind}-{workers}w"
+    label = f"{label or kind}-model-{workers}w"
+    pipelines = plan.workdir / f"memory-{label}"
     pipelines.mkdir()
     write_pipeline(pipelines, "embedder", EMBEDDER.format(version="v1"))
-    server = Server(kind, pipelines, plan.workdir, workers=workers, label=f"{kind}-model-{workers}w").start()
+    server = Server(kind, pipelines, plan.workdir, workers=workers, env=env, label=label).start()
     try:
         server.wait_ready(timeout=600)
         pins = WorkerPins(server.url, workers, timeout=120)
@@ -217,6 +220,15 @@ def run(plan: Plan) -> Measured:
         keys[f"{prefix}pss_4w_over_1w"] = rounded(float(four["pss_mb"]) / float(one["pss_mb"]), 3)
         if "pss_after_reload_mb" in four:
             keys["pss_4w_over_1w_after_reload"] = rounded(float(four["pss_after_reload_mb"]) / float(one["pss_mb"]), 3)
+    # What importing the libraries in the master buys: the kit with it turned off.
+    off = {"HAYHOOKS_GUNICORN_PRELOAD_IMPORTS": "false"}
+    one = model_footprint(plan, "kit", 1, reload=False, env=off, label="kit-no-preload")
+    four = model_footprint(plan, "kit", 4, reload=False, env=off, label="kit-no-preload")
+    details["kit_no_preload"] = {
+        "1w": one,
+        "4w": four,
+        "ratio": rounded(float(four["pss_mb"]) / float(one["pss_mb"]), 3),
+    }
     return Measured(keys, details, notes)
 
 
