@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import YAML_PIPELINE
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hayhooks.settings import settings as hayhooks_settings
@@ -15,26 +16,13 @@ from hayhooks_gunicorn.app_context import app_context
 from hayhooks_gunicorn.settings import kit_settings
 from hayhooks_gunicorn.worker.app import boot, create_app
 
-YAML = """\
-components:
-  builder:
-    type: haystack.components.builders.prompt_builder.PromptBuilder
-    init_parameters:
-      template: "Hello {{name}}!"
-connections: []
-inputs:
-  name: builder.name
-outputs:
-  prompt: builder.prompt
-"""
-
 
 @pytest.fixture
 def booted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FastAPI]:
     """A worker's app that has loaded *tmp_path/pipelines* (one YAML pipeline), with no watcher running."""
     pipelines = tmp_path / "pipelines"
     pipelines.mkdir()
-    (pipelines / "health_greeting.yml").write_text(YAML)
+    (pipelines / "health_greeting.yml").write_text(YAML_PIPELINE)
     monkeypatch.setattr(hayhooks_settings, "pipelines_dir", str(pipelines))
     monkeypatch.setenv("HAYHOOKS_GUNICORN_WATCH", "off")
     monkeypatch.setenv("HAYHOOKS_GUNICORN_STATE_DIR", str(tmp_path / "state"))
@@ -91,7 +79,7 @@ def test_pending_reads_the_reconciler_state_under_its_lock(booted: FastAPI) -> N
 
 
 def test_readyz_says_behind_for_a_change_left_unloaded(booted: FastAPI, tmp_path: Path) -> None:
-    (tmp_path / "pipelines" / "health_second.yml").write_text(YAML)
+    (tmp_path / "pipelines" / "health_second.yml").write_text(YAML_PIPELINE)
     answer = TestClient(booted).get("/readyz")
     assert answer.status_code == 200  # within the grace period
     assert answer.json()["status"] == "reloading" and answer.json()["behind"] == ["health_second"]
