@@ -63,6 +63,10 @@ def pre_fork(server: Any, worker: Any) -> None:
     hooks.pre_fork(server, worker)
 
 
+def post_fork(server: Any, worker: Any) -> None:
+    hooks.post_fork(server, worker)
+
+
 def post_worker_init(worker: Any) -> None:
     kit_worker.post_worker_init(worker)
 

@@ -87,6 +87,8 @@ class KitSettings(BaseSettings):
 
     # Import hayhooks and the pipelines' libraries in the master before forking, so workers share those pages
     preload_imports: bool = True
+    # Load the pipelines in the master before forking, so workers share one copy of their models (master/shared_models)
+    share_models: bool = False
 
     # Where sync pipeline methods run: threadpool (hayhooks' behaviour) or inline (CPU-bound pipelines)
     sync_run: SyncRun = SyncRun.THREADPOOL

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +22,9 @@ from hayhooks_gunicorn.reload import PipelineSource, fingerprint
 from hayhooks_gunicorn.reload.scan import Kind
 
 MARK = "hayhooks-gunicorn-check:"
+# Threads a library starts again by itself in a process that lacks them: tqdm's monitor (tqdm/_monitor.py),
+# started with the first progress bar, is re-created by the next bar of a forked worker.
+THREADS_THAT_RESTART = frozenset({"tqdm_monitor"})
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,8 @@ class CheckResult:
     ok: bool
     seconds: float
     error: str | None = None
+    # Why the loaded pipeline must not be loaded before a fork (threads it started, CUDA initialised), if so
+    fork_unsafe: str | None = None
 
 
 def check_in_subprocess(
@@ -79,11 +85,27 @@ def _check_here(name: str, path: Path, kind: Kind, pipelines_dir: Path, server_r
 
             routes = app_context(create_app()).server_routes
         check_name(name, pipelines_dir, routes)
+        threads_before = set(threading.enumerate())
         prepare(PipelineSource(name, path, kind, revision))
     except BaseException as e:  # a setup() calling sys.exit() is a failed load too
         error = str(e) if isinstance(e, Exception) else f"{type(e).__name__}({e}) while loading"
         return CheckResult(name, revision, False, time.monotonic() - started, error)
-    return CheckResult(name, revision, True, time.monotonic() - started)
+    return CheckResult(name, revision, True, time.monotonic() - started, fork_unsafe=fork_hazards(threads_before))
+
+
+def fork_hazards(threads_before: set[threading.Thread]) -> str | None:
+    """What a fork right after this load would break: threads do not survive it, nor does CUDA
+    (``torch.cuda`` cannot be used in a child forked after it was initialised)."""
+    started = [
+        t.name
+        for t in threading.enumerate()
+        if t not in threads_before and t.is_alive() and t.name not in THREADS_THAT_RESTART
+    ]
+    torch = sys.modules.get("torch")
+    cuda = torch is not None and bool(getattr(getattr(torch, "cuda", None), "is_initialized", lambda: False)())
+    reasons = [f"it started thread(s) {', '.join(started)}"] if started else []
+    reasons += ["it initialised CUDA"] if cuda else []
+    return "; ".join(reasons) or None
 
 
 def main(argv: list[str]) -> None:

@@ -30,6 +30,18 @@ def on_starting(server: Any) -> None:
         server.log.error("%s", e)
         sys.exit(1)
     preload_imports(server)
+    if kit_settings().share_models:
+        from hayhooks_gunicorn.master.shared_models import load_in_master
+
+        load_in_master(pipelines_dir(), kit_settings(), server.log)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """In the new worker: undo what the master limited while it loaded shared pipelines."""
+    if kit_settings().share_models:
+        from hayhooks_gunicorn.master.shared_models import restore_threads
+
+        restore_threads()
 
 
 def on_reload(server: Any) -> None:

@@ -20,6 +20,7 @@ from hayhooks.server.utils.models import PreparedPipeline
 from starlette.routing import BaseRoute
 
 from hayhooks_gunicorn.errors import InvalidPipelineError
+from hayhooks_gunicorn.reload import inherited
 from hayhooks_gunicorn.reload.loader import install_source_only_imports, prepare_with_deadline
 from hayhooks_gunicorn.reload.names import shadows_route
 from hayhooks_gunicorn.reload.release import release_replaced
@@ -144,7 +145,9 @@ class Reconciler:
         with self._slots:
             started = time.monotonic()
             try:
-                result: PreparedPipeline | Exception = prepare_with_deadline(source, self.load_timeout)
+                result: PreparedPipeline | Exception = inherited.take(source) or prepare_with_deadline(
+                    source, self.load_timeout
+                )
             except Exception as e:
                 result = e
         seconds = time.monotonic() - started

@@ -1,0 +1,88 @@
+"""``HAYHOOKS_GUNICORN_SHARE_MODELS``: the master loads the pipelines before it forks, and every worker serves
+the master's copy, so N workers hold one copy of a model's weights (copy-on-write pages) instead of N.
+
+The master must survive whatever a pipeline does, so each pipeline is first loaded in a separate process
+(``deploys.preflight``); only one that loads there, and neither leaves a thread running (threads do not survive a
+fork) nor initialises CUDA (which cannot be used in a child forked after it), is loaded in the master. Any other
+is loaded by each worker as usual, with one log line saying why. While the master loads, torch runs on one
+thread: a parent that ran an inference on torch's default thread pool before forking made every child hang on
+its first inference (OpenMP after fork); each worker gets its threads back after the fork (``restore_threads``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from hayhooks_gunicorn.deploys.preflight import CheckResult, check_in_subprocess
+from hayhooks_gunicorn.errors import PipelineLoadError
+from hayhooks_gunicorn.reload import PipelineSource, inherited, scan
+from hayhooks_gunicorn.reload.loader import install_source_only_imports, prepare_with_deadline
+from hayhooks_gunicorn.settings import KitSettings
+
+_torch_threads: int | None = None
+
+
+def limit_threads() -> None:
+    """One torch thread in the master while it loads (see the module docstring); remembers the default."""
+    global _torch_threads
+    torch = sys.modules.get("torch")
+    if torch is not None and _torch_threads is None:
+        _torch_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+
+def restore_threads() -> None:
+    """In a worker after the fork: torch's default number of threads again."""
+    torch = sys.modules.get("torch")
+    if torch is not None and _torch_threads is not None:
+        torch.set_num_threads(_torch_threads)
+
+
+def load_in_master(pipelines_dir: Path, settings: KitSettings, log: Any) -> dict[str, str]:
+    """Load every shareable pipeline of *pipelines_dir* here; returns name -> why it was not shared."""
+    try:
+        sources = [s for s in scan(pipelines_dir).values() if s.error is None]
+    except OSError as e:
+        return {"*": f"cannot read '{pipelines_dir}': {e}"}
+    install_source_only_imports(pipelines_dir)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        checks = list(pool.map(lambda s: check_in_subprocess(s, pipelines_dir, settings.load_timeout, False), sources))
+    not_shared: dict[str, str] = {}
+    for source, check in zip(sources, checks, strict=True):
+        reason = _unshareable(check)
+        if reason is None:
+            reason = _load(source, settings.load_timeout)
+        if reason is not None:
+            not_shared[source.name] = reason
+            log.warning("Pipeline '%s' is not shared: %s; each worker loads its own copy", source.name, reason)
+    shared = inherited.handed_down()
+    if shared:
+        log.info("Loaded %d pipeline(s) in the master, shared by every worker: %s", len(shared), ", ".join(shared))
+    return not_shared
+
+
+def _unshareable(check: CheckResult) -> str | None:
+    if not check.ok:
+        return f"it failed to load ({check.error})"
+    if check.fork_unsafe:
+        return check.fork_unsafe
+    return None
+
+
+def _load(source: PipelineSource, timeout: float) -> str | None:
+    limit_threads()
+    started = time.monotonic()
+    try:
+        prepared = prepare_with_deadline(source, timeout)
+    except PipelineLoadError as e:
+        return f"it failed to load in the master ({e})"
+    inherited.hand_down(source, prepared)
+    del prepared
+    if time.monotonic() - started > timeout:
+        inherited.forget(source.name)
+        return "it took longer than HAYHOOKS_GUNICORN_LOAD_TIMEOUT"
+    return None
