@@ -14,9 +14,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 REPO = Path(__file__).resolve().parent.parent
 GUNICORN = [sys.executable, "-m", "gunicorn"]
@@ -260,3 +264,71 @@ inputs:
 outputs:
   prompt: builder.prompt
 """
+
+
+# Reads beside itself and imports a helper at request time: both must come from the release it was loaded from.
+PROBE_WRAPPER = '''
+from pathlib import Path
+
+from hayhooks import BasePipelineWrapper
+
+
+class PipelineWrapper(BasePipelineWrapper):
+    def setup(self) -> None:
+        pass
+
+    def run_api(self, text: str = "") -> dict:
+        """Answer with the helper's reply and the note beside the wrapper, as "<reply>/<note>".
+
+        Args:
+            text: ignored
+        """
+        from .helper import REPLY
+
+        return {"reply": f"{REPLY}/{(Path(__file__).parent / 'note.txt').read_text()}"}
+'''
+
+
+def write_release(path: Path, version: str, name: str = "probe") -> Path:
+    """A release directory holding the pipeline *name* (``PROBE_WRAPPER``) at *version*; returns *path*."""
+    (path / name).mkdir(parents=True)
+    (path / name / "pipeline_wrapper.py").write_text(PROBE_WRAPPER)
+    (path / name / "helper.py").write_text(f"REPLY = {version!r}\n")
+    (path / name / "note.txt").write_text(version)
+    return path
+
+
+def swap_link(link: Path, target: str) -> None:
+    """As ``ln -sfn`` does it (GNU coreutils 9): a new link beside the old one, renamed over it in one step."""
+    temp = link.with_name(f".{link.name}.tmp")
+    temp.symlink_to(target)
+    os.replace(temp, link)
+
+
+@contextmanager
+def booted_app(pipelines: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[FastAPI]:
+    """A worker's app (in-process) that has loaded *pipelines*: no watcher, no metrics, state under its parent."""
+    from hayhooks.settings import settings as hayhooks_settings
+
+    from hayhooks_gunicorn.app_context import app_context
+    from hayhooks_gunicorn.settings import kit_settings
+    from hayhooks_gunicorn.worker.app import boot, create_app
+
+    monkeypatch.setattr(hayhooks_settings, "pipelines_dir", str(pipelines))
+    defaults = {"WATCH": "off", "STATE_DIR": str(pipelines.parent / "state"), "METRICS": "off"}
+    for key, value in {**defaults, **env}.items():
+        monkeypatch.setenv(f"HAYHOOKS_GUNICORN_{key}", value)
+    kit_settings.cache_clear()
+    app = create_app()
+    boot(app)
+    try:
+        yield app
+    finally:
+        runtime = app_context(app).runtime
+        assert runtime is not None
+        runtime.stop()
+        for listener in runtime.reconciler.listeners:
+            stop = getattr(getattr(listener, "__self__", None), "stop", None)
+            if stop is not None:
+                stop()
+        kit_settings.cache_clear()

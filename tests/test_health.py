@@ -7,14 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import YAML_PIPELINE
+from conftest import YAML_PIPELINE, booted_app
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from hayhooks.settings import settings as hayhooks_settings
 
 from hayhooks_gunicorn.app_context import app_context
-from hayhooks_gunicorn.settings import kit_settings
-from hayhooks_gunicorn.worker.app import boot, create_app
 
 
 @pytest.fixture
@@ -23,22 +20,8 @@ def booted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FastAPI]
     pipelines = tmp_path / "pipelines"
     pipelines.mkdir()
     (pipelines / "health_greeting.yml").write_text(YAML_PIPELINE)
-    monkeypatch.setattr(hayhooks_settings, "pipelines_dir", str(pipelines))
-    monkeypatch.setenv("HAYHOOKS_GUNICORN_WATCH", "off")
-    monkeypatch.setenv("HAYHOOKS_GUNICORN_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("HAYHOOKS_GUNICORN_METRICS", "off")
-    kit_settings.cache_clear()
-    app = create_app()
-    boot(app)
-    yield app
-    runtime = app_context(app).runtime
-    assert runtime is not None
-    runtime.stop()
-    for listener in runtime.reconciler.listeners:
-        stop = getattr(getattr(listener, "__self__", None), "stop", None)
-        if stop is not None:
-            stop()
-    kit_settings.cache_clear()
+    with booted_app(pipelines, monkeypatch) as app:
+        yield app
 
 
 def test_readyz_is_ready_once_the_directory_is_loaded(booted: FastAPI) -> None:

@@ -50,7 +50,8 @@ def test_workers_serve_the_copy_the_master_loaded(start_server, pipelines_dir: P
         setup_pid_wrapper("threading.Thread(target=time.sleep, args=(600,), daemon=True, name='poller').start()"),
     )
     write_wrapper(pipelines_dir, "fatal", setup_pid_wrapper("os._exit(7)"))
-    server = start_server(pipelines_dir, env={"HAYHOOKS_GUNICORN_SHARE_MODELS": "true"})
+    server = start_server(pipelines_dir, env={"HAYHOOKS_GUNICORN_SHARE_MODELS": "true"}, wait=False)
+    server.wait_ready(timeout=180)  # the master first loads each pipeline in a separate process, then itself
 
     shared = setup_pids(server, "shared")
     assert len(shared) == 2 and all(pids == {server.proc.pid} for pids in shared.values()), shared

@@ -98,7 +98,8 @@ def render(view: ClusterView) -> str:
     lines = [f"{len(view.workers)} live worker(s), from {view.source}"]
     for w in view.workers:
         state = "serving" if w.booted else "booting"
-        lines.append(f"  {w.id}  {state}, up {now - w.started_at:.0f}s, heartbeat {now - w.heartbeat:.1f}s ago")
+        where = f", from {w.serves_from}" if w.serves_from else ""
+        lines.append(f"  {w.id}  {state}{where}, up {now - w.started_at:.0f}s, heartbeat {now - w.heartbeat:.1f}s ago")
     names = sorted(set(view.disk) | {n for w in view.workers for n in (*w.pipelines, *w.failures)})
     header = ["PIPELINE", "DISK", *(w.id for w in view.workers)]
     rows = [header]

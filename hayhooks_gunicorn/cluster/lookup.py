@@ -32,12 +32,16 @@ def fetch_view(url: str | None, pipelines_dir: Path, settings: KitSettings) -> C
             if response.status_code == 200:
                 data: dict[str, Any] = response.json()
                 workers = [WorkerState.model_validate(w) for w in data.get("workers", [])]
-                return ClusterView(workers, dict(data.get("disk", {})), endpoint)
+                return ClusterView(workers, dict(data.get("disk", {})), endpoint, str(data.get("resolved", "")))
         except (httpx.HTTPError, ValueError, ValidationError):
             pass
     directory = state_dir(settings, pipelines_dir)
-    disk = disk_revisions(pipelines_dir) if pipelines_dir.is_dir() else {}
-    return ClusterView(read_workers(directory, settings.heartbeat_ttl), disk, str(directory))
+    try:
+        resolved, disk = disk_revisions(pipelines_dir)
+    except OSError:
+        resolved, disk = None, {}
+    workers = read_workers(directory, settings.heartbeat_ttl)
+    return ClusterView(workers, disk, str(directory), str(resolved or ""))
 
 
 def wait_for_workers(

@@ -48,6 +48,7 @@ class StateRecorder:
         self.pid = os.getpid()  # the worker's, also when the app was built before fork (preload_app)
         ensure_state_dir(self.directory)
         runtime.reconciler.listeners.append(self.on_change)
+        runtime.reconciler.dir_listeners.append(self.on_change)
         self.record_state(force=True)
         atexit.register(self.stop)
         threading.Thread(target=self._beat, name="cluster-state", daemon=True).start()
@@ -64,6 +65,7 @@ class StateRecorder:
             booted=self.runtime.booted_at is not None,
             pipelines={name: s.revision for name, s in sorted(now.served.items())},
             failures={name: LoadFailure(revision=f.revision, error=f.error) for name, f in sorted(now.failed.items())},
+            serves_from=str(now.serves_from or ""),
         )
 
     def record_state(self, force: bool = False) -> None:
@@ -72,7 +74,7 @@ class StateRecorder:
             if self._stop.is_set():
                 return
             state = self.snapshot()
-            key = (state.booted, state.pipelines, state.failures)
+            key = (state.booted, state.pipelines, state.failures, state.serves_from)
             if not force and key == self._written and time.monotonic() - self._written_at < HEARTBEAT_SECONDS:
                 return
             path = state_file(self.directory, self.host, self.pid)
@@ -83,7 +85,8 @@ class StateRecorder:
                 write_atomically(path, state.model_dump_json())
             self._written, self._written_at = key, time.monotonic()
 
-    def on_change(self, change: Change) -> None:
+    def on_change(self, change: Change | Path) -> None:
+        """A reload result, or the directory served from changed."""
         self.record_state(force=True)
 
     def stop(self) -> None:

@@ -42,6 +42,8 @@ class WorkerState(BaseModel):
     pipelines: dict[str, str] = Field(default_factory=dict)
     # pipeline name -> the revision that failed to load (the previous one, if any, still serves)
     failures: dict[str, LoadFailure] = Field(default_factory=dict)
+    # The real directory (links resolved: a git-sync worktree, a release) this worker serves from
+    serves_from: str = ""
 
     @property
     def id(self) -> str:
@@ -63,14 +65,15 @@ def state_dir(settings: KitSettings | None = None, pipelines: Path | None = None
     """``HAYHOOKS_GUNICORN_STATE_DIR``, else a private per-user directory keyed by the pipelines directory.
 
     The key makes every server of one pipelines directory on this host share a view (and the CLI find it)
-    while unrelated servers on the same host never mix. It lives under the temp directory, not
-    ``XDG_RUNTIME_DIR``, which differs between a login shell and a service.
+    while unrelated servers on the same host never mix. It is the path as configured, links not followed: a
+    worker started after a ``current`` link was swapped must find the same view as the workers started before.
+    It lives under the temp directory, not ``XDG_RUNTIME_DIR``, which differs between a login shell and a service.
     """
     settings = settings or kit_settings()
     if settings.state_dir is not None:
         return settings.state_dir.absolute()
-    resolved = str((pipelines or pipelines_dir()).resolve())
-    key = hashlib.sha256(resolved.encode()).hexdigest()[:12]
+    configured = os.path.abspath(pipelines or pipelines_dir())
+    key = hashlib.sha256(configured.encode()).hexdigest()[:12]
     return Path(tempfile.gettempdir()) / f"hayhooks-gunicorn-{os.getuid()}" / key
 
 

@@ -18,6 +18,7 @@ from hayhooks_gunicorn.cluster.identity import worker_id
 from hayhooks_gunicorn.cluster.recorder import StateRecorder
 from hayhooks_gunicorn.cluster.state_files import WorkerState, read_workers
 from hayhooks_gunicorn.reload import scan
+from hayhooks_gunicorn.reload.follow import resolve_dir
 
 router = APIRouter(tags=["kit"])
 
@@ -27,6 +28,7 @@ class ClusterView:
     workers: list[WorkerState]
     disk: dict[str, str]  # pipeline name -> revision on disk
     source: str = ""  # where the worker states were read
+    resolved: str = ""  # the real directory the pipelines path leads to now (compare each worker's serves_from)
 
     @property
     def behind(self) -> dict[str, list[str]]:
@@ -44,6 +46,7 @@ class ClusterView:
             "converged": bool(self.workers) and not any(behind.values()),
             "workers": [{"worker": w.id, **w.model_dump(mode="json"), "behind": behind[w.id]} for w in self.workers],
             "disk": self.disk,
+            "resolved": self.resolved,
         }
 
 
@@ -52,14 +55,21 @@ def behind_disk(worker: WorkerState, disk: dict[str, str]) -> list[str]:
     return sorted(gone + [name for name, revision in disk.items() if not worker.has(name, revision)])
 
 
-def disk_revisions(pipelines_dir: Path) -> dict[str, str]:
-    """Pipeline name -> revision on disk; raises ``OSError`` when the directory cannot be read."""
-    return {name: source.revision for name, source in scan(pipelines_dir).items()}
+def disk_revisions(pipelines_dir: Path) -> tuple[Path, dict[str, str]]:
+    """The real directory *pipelines_dir* leads to, and its pipelines' revisions, read as the workers read them.
+
+    Raises ``OSError`` when the path leads nowhere or the directory cannot be read.
+    """
+    resolution = resolve_dir(pipelines_dir)
+    if resolution.path is None:
+        raise FileNotFoundError(f"'{pipelines_dir}' does not resolve: {resolution.reason}")
+    return resolution.path, {name: source.revision for name, source in scan(resolution.path).items()}
 
 
 def cluster_view(state_dir: Path, pipelines_dir: Path, ttl: float) -> ClusterView:
     """Raises ``OSError`` when the pipelines directory cannot be read."""
-    return ClusterView(read_workers(state_dir, ttl), disk_revisions(pipelines_dir), str(state_dir))
+    resolved, disk = disk_revisions(pipelines_dir)
+    return ClusterView(read_workers(state_dir, ttl), disk, str(state_dir), str(resolved))
 
 
 @dataclass(frozen=True)

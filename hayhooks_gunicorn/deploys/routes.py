@@ -21,6 +21,7 @@ from hayhooks_gunicorn.cluster.identity import worker_id
 from hayhooks_gunicorn.cluster.view import live_workers
 from hayhooks_gunicorn.deploys.auth import require_admin
 from hayhooks_gunicorn.deploys.forward_mode import FORWARDED
+from hayhooks_gunicorn.reload.follow import links_on
 from hayhooks_gunicorn.settings import DeployMode
 
 MUTATING_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -105,6 +106,9 @@ async def warn_single_worker(request: Request, response: Response) -> None:
         f"Handled by worker {me} only (HAYHOOKS_GUNICORN_DEPLOY_MODE=warn): "
         f"{others} other live worker(s) did not get this change from the call"
     )
+    if links := links_on(app_context(request.app).pipelines_dir):
+        link = links[-1][0]
+        text += f"; files it saves land in the release behind the link '{link}' and are lost at its next swap"
     response.headers["Warning"] = f'299 - "{text}"'
     log.warning("{} {}: {}", request.method, request.url.path, text)
 

@@ -3,6 +3,10 @@
 stage on the same filesystem (a hidden directory the scanner ignores) -> pre-flight load in another process
 (``preflight``) -> lock the name (threads, processes and hosts sharing the directory) -> rename or swap into
 place. A submission that fails any step before the rename leaves nothing behind.
+
+A pipelines path with a link on it (git-sync, a ``current`` release link) is refused with 409: a write lands in
+the release the link leads to now, and the next swap replaces that release, so the deploy would serve for a
+while and then vanish from every worker.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from hayhooks_gunicorn.errors import DeployError
 from hayhooks_gunicorn.files import exchange, rename_new, try_flock, write_file
 from hayhooks_gunicorn.polling import poll_until
 from hayhooks_gunicorn.reload import YAML_SUFFIXES, PipelineSource, fingerprint
+from hayhooks_gunicorn.reload.follow import links_on, resolve_dir
 from hayhooks_gunicorn.settings import KitSettings
 
 # The kit's entries in the pipelines directory all start with this: hidden, so scans skip them (scan.ignored).
@@ -58,6 +63,17 @@ def read_only_error(pipelines_dir: Path, error: OSError) -> DeployError:
     return DeployError(msg, 409)
 
 
+def link_managed_error(pipelines_dir: Path, link: Path, target: str) -> DeployError:
+    resolved = resolve_dir(pipelines_dir).path or target
+    msg = (
+        f"The pipelines directory '{pipelines_dir}' is published through the link '{link}' -> '{target}': a deploy "
+        f"written into '{resolved}' would be lost at the next swap of that link, so deploy calls cannot change it. "
+        "Change the pipelines where the release is made (the git repository, the release directory) and swap the "
+        f"link; if the link never changes, set HAYHOOKS_PIPELINES_DIR to '{resolved}'."
+    )
+    return DeployError(msg, 409)
+
+
 def write_error(pipelines_dir: Path, error: OSError) -> DeployError:
     if error.errno in READ_ONLY_ERRNOS:
         return read_only_error(pipelines_dir, error)
@@ -80,7 +96,10 @@ class Workspace:
         self.locks = pipelines_dir / WORKSPACE / "locks"
 
     def check_writable(self) -> None:
-        """Refuse a read-only directory (``:ro`` volume, ConfigMap) before anything else is tried."""
+        """Refuse a directory behind a link (``link_managed_error``) or read-only (``:ro`` volume, ConfigMap) before
+        anything else is tried."""
+        if links := links_on(self.pipelines_dir):
+            raise link_managed_error(self.pipelines_dir, *links[-1])
         try:
             self.pipelines_dir.mkdir(parents=True, exist_ok=True)  # as hayhooks' init_pipeline_dir does
         except OSError as e:

@@ -19,6 +19,7 @@ LOAD_FAILED = "hayhooks_pipeline_load_failed"
 REVISION_INFO = "hayhooks_pipeline_revision_info"
 CONVERGENCE = "hayhooks_pipeline_convergence_seconds"
 WORKERS = "hayhooks_workers"
+PIPELINES_DIR_INFO = "hayhooks_pipelines_dir_info"
 
 # Pipelines answer in milliseconds (a prompt template) or minutes (an agent): prometheus_client's default
 # buckets stop at 10 s.
@@ -36,6 +37,7 @@ class Instruments:
     revision_info: Any
     convergence: Any
     workers: Any
+    pipelines_dir_info: Any
 
 
 @functools.cache
@@ -77,4 +79,10 @@ def instruments() -> Instruments:
             buckets=LOAD_BUCKETS,
         ),
         workers=Gauge(WORKERS, "Live worker processes", multiprocess_mode="livesum"),
+        pipelines_dir_info=Gauge(
+            PIPELINES_DIR_INFO,
+            "1 for the real directory (links resolved) each live worker serves its pipelines from",
+            ["worker", "path"],
+            multiprocess_mode="livesum",
+        ),
     )

@@ -11,18 +11,27 @@ from typing import TYPE_CHECKING
 from hayhooks_gunicorn.cluster.identity import worker_id
 from hayhooks_gunicorn.metrics.instruments import instruments
 from hayhooks_gunicorn.reload import YAML_SUFFIXES, pipeline_files
+from hayhooks_gunicorn.reload.follow import links_on
 
 if TYPE_CHECKING:
     from hayhooks_gunicorn.reload import Change, WorkerRuntime
 
 
 def changed_at(pipelines_dir: Path, name: str) -> float | None:
-    """When a pipeline's content last landed in the directory: the newest change time of its entries.
+    """When a pipeline's content last landed in the directory: the newest change time of its entries, or of a
+    link on the pipelines path (a release swapped in with ``ln -sfn`` or by git-sync was unpacked earlier).
 
     ``st_ctime``, not ``st_mtime``: ``cp -p``, ``rsync -a`` and ``tar`` keep old mtimes, while every write,
     rename or copy sets the change time. A removal leaves nothing to look at; the directory's own change time
     (set by the removal) stands in.
     """
+    content = _content_changed_at(pipelines_dir, name)
+    links = [_lstat_ctime(link) for link, _ in links_on(pipelines_dir)]
+    times = [t for t in (content, *links) if t is not None]
+    return max(times) if content is not None and times else None
+
+
+def _content_changed_at(pipelines_dir: Path, name: str) -> float | None:
     candidates = [pipelines_dir / name, *(pipelines_dir / f"{name}{s}" for s in YAML_SUFFIXES)]
     for path in candidates:
         try:
@@ -38,6 +47,13 @@ def changed_at(pipelines_dir: Path, name: str) -> float | None:
         return None
 
 
+def _lstat_ctime(path: Path) -> float | None:
+    try:
+        return path.lstat().st_ctime
+    except OSError:
+        return None
+
+
 def record_reloads(runtime: WorkerRuntime) -> None:
     """Boot callback (``AppContext.on_boot``): count this worker alive and record every reconcile result it produces."""
     metrics = instruments()
@@ -47,6 +63,15 @@ def record_reloads(runtime: WorkerRuntime) -> None:
     # Loads finish on their own threads and report from there.
     lock = threading.Lock()
     pipelines_dir = runtime.reconciler.pipelines_dir
+    served_from: list[str] = []
+
+    def on_dir(path: Path) -> None:
+        with lock:
+            # Set to 0, not removed: in multiprocess mode remove() only warns and the value stays in the file.
+            for old in served_from:
+                metrics.pipelines_dir_info.labels(worker, old).set(0)
+            served_from[:] = [str(path)]
+            metrics.pipelines_dir_info.labels(worker, str(path)).set(1)
 
     def stop_serving(name: str) -> None:
         if (old := serving.pop(name, None)) is not None:
@@ -74,3 +99,4 @@ def record_reloads(runtime: WorkerRuntime) -> None:
             metrics.convergence.labels(name).observe(max(0.0, time.time() - at))
 
     runtime.reconciler.listeners.append(on_change)
+    runtime.reconciler.dir_listeners.append(on_dir)

@@ -8,8 +8,10 @@ run time. Pipeline sources never go through bytecode caches, so an edit is never
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import os
 import sys
 import threading
 from importlib.abc import PathEntryFinder
@@ -35,6 +37,7 @@ from hayhooks.server.utils.module_loader import (
 from haystack.components.agents import Agent  # noqa: F401
 
 from hayhooks_gunicorn.errors import PipelineLoadError
+from hayhooks_gunicorn.reload.roots import add_root, within_roots
 from hayhooks_gunicorn.reload.scan import PipelineSource
 
 
@@ -65,26 +68,42 @@ class _WrapperModuleLoader(_PipelineModuleLoader):
         return module
 
 
-_installed_roots: set[Path] = set()
+_make_finder = FileFinder.path_hook((SourceOnlyLoader, SOURCE_SUFFIXES), (ExtensionFileLoader, EXTENSION_SUFFIXES))
+_hook_lock = threading.Lock()
+_hook_installed = False
+
+
+def _source_only_hook(path: str) -> PathEntryFinder:
+    """One path hook for every pipelines root this process has followed (``roots``); others fall through."""
+    if not within_roots(path):
+        raise ImportError("not a pipelines directory path")
+    return _make_finder(path)
 
 
 def install_source_only_imports(pipelines_dir: Path) -> None:
-    """Make every import of a file under *pipelines_dir* (helpers, lazy relative imports) skip bytecode."""
+    """Make every import of a file under *pipelines_dir* (helpers, lazy relative imports) skip bytecode.
+
+    Called again for each directory a swapped link leads to; one hook serves them all.
+    """
+    global _hook_installed
     root = pipelines_dir.resolve()
-    if root in _installed_roots:
+    if not add_root(root):
         return
-    _installed_roots.add(root)
-    make_finder = FileFinder.path_hook((SourceOnlyLoader, SOURCE_SUFFIXES), (ExtensionFileLoader, EXTENSION_SUFFIXES))
+    with _hook_lock:
+        if not _hook_installed:
+            sys.path_hooks.insert(0, _source_only_hook)
+            _hook_installed = True
+    for cached in [p for p in list(sys.path_importer_cache) if within_roots(p)]:
+        sys.path_importer_cache.pop(cached, None)
 
-    def hook(path: str) -> PathEntryFinder:
-        resolved = Path(path or ".").resolve()
-        if resolved != root and not resolved.is_relative_to(root):
-            raise ImportError("not a pipelines directory path")
-        return make_finder(path)
 
-    sys.path_hooks.insert(0, hook)
-    for cached in [p for p in sys.path_importer_cache if Path(p or ".").resolve().is_relative_to(root)]:
-        del sys.path_importer_cache[cached]
+def forget_deleted_roots() -> None:
+    """Drop ``sys.path`` entries hayhooks' loader added for a release that no longer exists (git-sync and the
+    kubelet delete the one they swapped away from); without this ``sys.path`` grows by one entry per release."""
+    # One removal at a time: loads on other threads insert into sys.path meanwhile.
+    for entry in [p for p in sys.path if p and within_roots(p) and not os.path.isdir(p)]:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(entry)
 
 
 def prepare(source: PipelineSource) -> PreparedPipeline:
@@ -99,6 +118,7 @@ def prepare(source: PipelineSource) -> PreparedPipeline:
             raise PipelineLoadError(f"Failed to load YAML pipeline {source.name!r}: {e}") from e
 
     serving_modules = pipeline_modules(source.name)
+    forget_deleted_roots()
     importlib.invalidate_caches()
     try:
         module = _WrapperModuleLoader(source.name, source.path).load()

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.routing import BaseRoute
 
 from hayhooks_gunicorn.errors import InvalidPipelineError
+from hayhooks_gunicorn.reload.roots import within_roots
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -38,10 +39,14 @@ def shadows_module(name: str, pipelines_dir: Path) -> bool:
     if name in sys.stdlib_module_names or name in sys.builtin_module_names:
         return True
     root = pipelines_dir.resolve()
+
+    def ours(path: str) -> bool:  # this directory, or one a swapped link led to before (``roots``)
+        return _inside(Path(path or "."), root) or within_roots(path)
+
     module = sys.modules.get(name)
     if module is not None:
-        return not any(_inside(Path(p), root) for p in getattr(module, "__path__", []) or [])
-    search = [p for p in sys.path if not _inside(Path(p or "."), root)]
+        return not any(ours(p) for p in getattr(module, "__path__", []) or [])
+    search = [p for p in sys.path if not ours(p)]
     try:
         return PathFinder.find_spec(name, search) is not None
     except (ImportError, ValueError):

@@ -2,6 +2,12 @@
 
 The directory is the single source of truth: each pass scans it, loads what is new or changed (by content
 revision), withdraws what is gone, and keeps the last good version serving when an update fails to load.
+
+Each pass resolves the configured path again (``reload.follow``) and scans the real directory it leads to, so a
+link swap (git-sync, a ``current`` link) is followed and one pass never mixes two releases. A pipeline whose files
+now live elsewhere is loaded again from there even when its content is unchanged: its ``__file__`` must point at
+files that exist, and git-sync and the kubelet delete the release they swapped away from. While the path leads
+nowhere (a dangling link, a directory missing mid-swap), nothing is withdrawn.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from starlette.routing import BaseRoute
 
 from hayhooks_gunicorn.errors import InvalidPipelineError
 from hayhooks_gunicorn.reload import inherited
+from hayhooks_gunicorn.reload.follow import resolve_dir
 from hayhooks_gunicorn.reload.loader import install_source_only_imports, prepare_with_deadline
 from hayhooks_gunicorn.reload.names import shadows_route
 from hayhooks_gunicorn.reload.release import release_replaced
@@ -33,6 +40,7 @@ Outcome = Literal["loaded", "failed", "removed"]
 @dataclass(frozen=True)
 class Served:
     revision: str
+    location: str  # the real path it was loaded from (links resolved)
 
 
 @dataclass(frozen=True)
@@ -42,10 +50,20 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Unresolved:
+    """The configured path has led nowhere since *since* (``time.monotonic()``), for *reason*."""
+
+    since: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class Snapshot:
     served: dict[str, Served]
     failed: dict[str, Failure]
     loading: dict[str, str]  # name -> revision being loaded
+    serves_from: Path | None = None
+    unresolved: Unresolved | None = None
 
 
 @dataclass(frozen=True)
@@ -71,15 +89,20 @@ class Reconciler:
     parallel: int = 4
     served: dict[str, Served] = field(default_factory=dict)
     failed: dict[str, Failure] = field(default_factory=dict)
-    loading: dict[str, str] = field(default_factory=dict)  # name -> revision being loaded
+    loading: dict[str, PipelineSource] = field(default_factory=dict)  # name -> the source being loaded
     listeners: list[Callable[[Change], None]] = field(default_factory=list)
+    # Called with the new directory whenever serves_from changes (metrics, cluster state)
+    dir_listeners: list[Callable[[Path], None]] = field(default_factory=list)
+    # The real directory the last pass scanned, and the one whose loads have all finished (what it serves from)
+    root: Path | None = None
+    serves_from: Path | None = None
+    unresolved: Unresolved | None = None
     _rerun: bool = False  # a pass skipped a name that was busy loading: look again when that load ends
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _slots: threading.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
         self._slots = threading.Semaphore(max(1, self.parallel))
-        install_source_only_imports(self.pipelines_dir)
 
     def sync(self, wait: bool = False) -> None:
         """One pass: withdraw what is gone, start loading what is new or changed; *wait* for those loads (boot).
@@ -87,11 +110,16 @@ class Reconciler:
         Never raises, so neither a gunicorn hook nor the watcher thread can die of a bad file.
         """
         with self._lock:
+            resolution = resolve_dir(self.pipelines_dir)
+            if resolution.path is None:
+                self._lost(resolution.reason)
+                return
+            self._follow(resolution.path)
             try:
-                desired = scan(self.pipelines_dir)
+                desired = scan(resolution.path)
             except OSError as e:
                 # An unreadable directory (network share hiccup) must not undeploy everything.
-                log.error("Worker {} cannot read pipelines directory '{}': {}", os.getpid(), self.pipelines_dir, e)
+                log.error("Worker {} cannot read pipelines directory '{}': {}", os.getpid(), resolution.path, e)
                 return
             changes = [self._remove(n) for n in list(self.served) if n not in desired and n not in self.loading]
             for name in [n for n in self.failed if n not in desired]:
@@ -102,15 +130,17 @@ class Reconciler:
                 if not self._needs_load(source):
                     continue
                 if source.name in self.loading:
-                    self._rerun = self._rerun or self.loading[source.name] != source.revision
+                    busy = self.loading[source.name]
+                    self._rerun = self._rerun or (busy.revision, location(busy)) != (source.revision, location(source))
                     continue
                 if source.error is None and shadows_route(source.name, self.server_routes):
                     error = InvalidPipelineError(f"Pipeline name {source.name!r} clashes with a server route")
                     changes.append(self._fail(source, error, 0.0))
                     continue
-                self.loading[source.name] = source.revision
+                self.loading[source.name] = source
                 threads.append(threading.Thread(target=self._load, args=(source,), name=f"load-{source.name}"))
-        self._notify(changes)
+            moved = self._settle()
+        self._notify(changes, moved)
         if any(change.outcome == "removed" for change in changes):
             release_replaced()
         for thread in threads:
@@ -125,7 +155,10 @@ class Reconciler:
         The scan reads the disk without the lock; the served, failed and loading maps are read under it, since
         loads finishing on their own threads change them.
         """
-        desired = scan(self.pipelines_dir)
+        resolution = resolve_dir(self.pipelines_dir)
+        if resolution.path is None:
+            return []  # nothing is withdrawn meanwhile; /readyz reports the path itself (``unresolved``)
+        desired = scan(resolution.path)
         with self._lock:
             stale = [n for n in self.served if n not in desired]
             return sorted({*stale, *self.loading, *(n for n, s in desired.items() if self._needs_load(s))})
@@ -133,13 +166,45 @@ class Reconciler:
     def snapshot(self) -> Snapshot:
         """Copies of what this worker serves, failed on and is loading, consistent with each other."""
         with self._lock:
-            return Snapshot(dict(self.served), dict(self.failed), dict(self.loading))
+            loading = {name: source.revision for name, source in self.loading.items()}
+            return Snapshot(dict(self.served), dict(self.failed), loading, self.serves_from, self.unresolved)
 
     def _needs_load(self, source: PipelineSource) -> bool:
+        """New, changed, or now living elsewhere (a swapped link); not when this very revision failed to load."""
         served, failed = self.served.get(source.name), self.failed.get(source.name)
-        return not (served and served.revision == source.revision) and not (
-            failed and failed.revision == source.revision
+        up_to_date = served is not None and (served.revision, served.location) == (source.revision, location(source))
+        return not up_to_date and not (failed and failed.revision == source.revision)
+
+    def _lost(self, reason: str | None) -> None:
+        """The path leads nowhere: keep serving the last good set, and say so once."""
+        if self.unresolved is not None:
+            return
+        self.unresolved = Unresolved(time.monotonic(), reason or "unknown reason")
+        where = f" from '{self.serves_from}'" if self.serves_from else ""
+        log.error(
+            "Worker {} cannot follow pipelines directory '{}': {}; still serving {} pipeline(s){}",
+            os.getpid(),
+            self.pipelines_dir,
+            reason,
+            len(self.served),
+            where,
         )
+
+    def _follow(self, path: Path) -> None:
+        """Called by every pass that resolved the path: note a new directory (a swap) or a path back again."""
+        if self.unresolved is not None or (path != self.root and path != self.pipelines_dir):
+            log.info("Worker {} follows pipelines directory '{}' to '{}'", os.getpid(), self.pipelines_dir, path)
+        self.unresolved = None
+        if path != self.root:
+            install_source_only_imports(path)
+            self.root = path
+
+    def _settle(self) -> bool:
+        """Once no load is running, the worker serves from the directory last scanned; True when that changed."""
+        if self.loading or self.root is None or self.root == self.serves_from:
+            return False
+        self.serves_from = self.root
+        return True
 
     def _load(self, source: PipelineSource) -> None:
         with self._slots:
@@ -159,20 +224,23 @@ class Reconciler:
             else:
                 change = self._fail(source, result, seconds)
             rerun, self._rerun = self._rerun, False
+            moved = self._settle()
         del result  # this thread must not keep the new version's objects alive either
-        self._notify([change])
+        self._notify([change], moved)
         if replacing and change.outcome == "loaded":
             release_replaced()
         if rerun:
             self.sync()
 
-    def _notify(self, changes: list[Change]) -> None:
-        for change in changes:
-            for listener in self.listeners:
-                try:
-                    listener(change)
-                except Exception as e:  # a listener must never break reloading
-                    log.warning("Pipeline change listener failed: {}", e)
+    def _notify(self, changes: list[Change], moved: bool = False) -> None:
+        calls: list[tuple[Callable[..., None], object]] = [(ls, c) for c in changes for ls in self.listeners]
+        if moved and self.serves_from is not None:
+            calls += [(listener, self.serves_from) for listener in self.dir_listeners]
+        for listener, argument in calls:
+            try:
+                listener(argument)
+            except Exception as e:  # a listener must never break reloading
+                log.warning("Pipeline change listener failed: {}", e)
 
     def _serve(self, source: PipelineSource, prepared: PreparedPipeline, seconds: float) -> Change:
         try:
@@ -180,7 +248,7 @@ class Reconciler:
         except Exception as e:
             return self._fail(source, e, seconds)
         verb = "reloaded" if source.name in self.served else "loaded"
-        self.served[source.name] = Served(source.revision)
+        self.served[source.name] = Served(source.revision, location(source))
         self.failed.pop(source.name, None)
         log.info(
             "Worker {} {} pipeline '{}' (rev {}) in {:.2f}s", os.getpid(), verb, source.name, source.revision, seconds
@@ -207,3 +275,8 @@ class Reconciler:
         withdraw_routes(self.app, name)
         log.info("Worker {} removed pipeline '{}' (rev {})", os.getpid(), name, revision)
         return Change(name, "removed", revision, 0.0)
+
+
+def location(source: PipelineSource) -> str:
+    """Where a source's files really are: a link swap changes it even when the content (revision) is the same."""
+    return os.path.realpath(source.path)

@@ -68,7 +68,7 @@ def start_runtime(
         "Worker {} serves {} pipeline(s) from '{}' ({} failed) after {:.2f}s",
         os.getpid(),
         len(reconciler.served),
-        reconciler.pipelines_dir,
+        reconciler.serves_from or reconciler.pipelines_dir,
         len(reconciler.failed),
         time.monotonic() - started,
     )

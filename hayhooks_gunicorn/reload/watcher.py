@@ -1,7 +1,8 @@
 """A watchfiles thread that answers every change in the pipelines directory with a callback.
 
 In a worker the callback is a reconcile pass (``reload.runtime``); the watcher knows nothing of what it drives, so
-any process that must follow the directory uses this one mechanism.
+any process that must follow the directory uses this one mechanism. It follows the configured path, not the
+directory it led to at start (``reload.follow``): link swaps and replaced directories are changes too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import watchfiles
 from hayhooks.server.logger import log
 
+from hayhooks_gunicorn.reload.follow import FollowedDir
 from hayhooks_gunicorn.settings import WatchMode
 
 # Filesystems where inotify sees changes made by other hosts only partly or not at all.
@@ -53,7 +55,9 @@ def use_polling(mode: WatchMode, path: Path) -> bool:
 
 
 class DirectoryWatcher(threading.Thread):
-    """Runs until :meth:`stop`; a failing watch (directory removed, share gone) is retried, never fatal."""
+    """Runs until :meth:`stop`, following *path* wherever it leads (``reload.follow``): after a link on it is
+    swapped, or the directory is replaced, deleted or created again, the new directory is watched and
+    *on_change* runs. A failing watch (share gone) is retried, never fatal."""
 
     def __init__(
         self,
@@ -62,59 +66,109 @@ class DirectoryWatcher(threading.Thread):
         mode: WatchMode,
         poll_interval_ms: int = 500,
         debounce_ms: int = 100,
+        *,
+        follow_interval_ms: int = 250,
     ) -> None:
         super().__init__(name="pipelines-watcher", daemon=True)
         self.path = path
-        # Called after every batch of changes, every quiet RESCAN_SECONDS, and after a lost watch is regained
+        # Called after every batch of changes, every quiet RESCAN_SECONDS, whenever the path leads elsewhere
+        # (nowhere included), and after a lost watch is regained
         self.on_change = on_change
         self.polling = use_polling(mode, path)
         self.poll_interval_ms = poll_interval_ms
         self.debounce_ms = debounce_ms
+        # How often inotify mode resolves the path again (polling mode does it on every poll)
+        self.follow_interval_ms = follow_interval_ms
         self.stop_event = threading.Event()
+        self.followed: FollowedDir | None = None
 
     def stop(self) -> None:
         self.stop_event.set()
 
     def run(self) -> None:
-        path = self.path
+        self.followed = followed = FollowedDir(self.path)
         how = f"polling every {self.poll_interval_ms} ms" if self.polling else "inotify"
-        log.info("Worker {} watching '{}' ({})", os.getpid(), path, how)
-        while not self.stop_event.is_set():
-            try:
-                self._poll(path) if self.polling else self._watch(path)
-            except Exception as e:
-                log.warning("Worker {} lost its watch on '{}' ({}); retrying", os.getpid(), path, e)
-                self.stop_event.wait(1.0)
-                self.on_change()
+        target = followed.current.path
+        leads = f" -> '{target}'" if target is not None and target != self.path else ""
+        log.info("Worker {} watching '{}'{} ({})", os.getpid(), self.path, leads, how)
+        moved = False
+        try:
+            while not self.stop_event.is_set():
+                before, target = target, followed.current.path
+                if moved and not self.polling and None not in (before, target) and before != target:
+                    # A link swapped from one directory to another publishes a complete release: scanned at once.
+                    # A directory that appears (again) may still be filling up: it waits for the first quiet
+                    # moment of its new watch (polling scans right after its first look).
+                    self.on_change()
+                try:
+                    if target is None:
+                        self._wait_for_path(followed, moved)
+                    elif self.polling:
+                        self._poll(target, followed, moved)
+                    else:
+                        self._watch(target, followed, moved)
+                    moved = True
+                except Exception as e:
+                    if followed.refresh():  # the watched directory went away with the path: not a failure
+                        moved = True
+                        continue
+                    log.warning("Worker {} lost its watch on '{}' ({}); retrying", os.getpid(), target, e)
+                    self.stop_event.wait(1.0)
+                    self.on_change()
+                    moved = False
+        finally:
+            followed.close()
 
-    def _watch(self, path: Path) -> None:
-        # Events only say "something changed": every batch, and every quiet RESCAN_SECONDS, re-scans.
-        for _changes in watchfiles.watch(
+    def _wait_for_path(self, followed: FollowedDir, moved: bool) -> None:
+        """Nothing to watch while the path leads nowhere: resolve it again until it does."""
+        if moved:
+            self.on_change()
+        interval = (self.poll_interval_ms if self.polling else self.follow_interval_ms) / 1000
+        while not self.stop_event.wait(interval):
+            if followed.refresh():
+                return
+
+    def _watch(self, path: Path, followed: FollowedDir, moved: bool) -> None:
+        """Until the path leads elsewhere. Events only say "something changed": every batch re-scans, and so do
+        the first wake-up after a move (once the new directory is watched), and every quiet RESCAN_SECONDS."""
+        last_scan = time.monotonic()
+        for changes in watchfiles.watch(
             path,
             stop_event=self.stop_event,
             step=self.debounce_ms,
             debounce=max(1600, self.debounce_ms * 10),
-            rust_timeout=RESCAN_SECONDS * 1000,
+            rust_timeout=self.follow_interval_ms,
             yield_on_timeout=True,
             raise_interrupt=False,
             ignore_permission_denied=True,
         ):
-            self.on_change()
+            if followed.refresh():
+                return
+            if moved or changes or time.monotonic() - last_scan >= RESCAN_SECONDS:
+                moved, last_scan = False, time.monotonic()
+                self.on_change()
 
-    def _poll(self, path: Path) -> None:
-        """Compare nanosecond stat signatures every interval; re-scan on a change, once it has settled.
+    def _poll(self, path: Path, followed: FollowedDir, moved: bool) -> None:
+        """Compare nanosecond stat signatures every interval; re-scan on a change, once it has settled, and
+        right after a move (the signature to compare with is taken first). Returns when the path leads elsewhere.
 
         watchfiles' polling backend compares modification times in whole seconds, so a change made in the same
         second as the one before went unseen until the next change (measured: a third of quick successive edits).
         """
         interval = self.poll_interval_ms / 1000
         last, last_scan = stat_signature(path), time.monotonic()
+        if moved:
+            self.on_change()
         while not self.stop_event.wait(interval):
+            if followed.refresh():
+                return
             current = stat_signature(path)
             if current == last and time.monotonic() - last_scan < RESCAN_SECONDS:
                 continue
             while current != last and not self.stop_event.wait(self.debounce_ms / 1000):
                 last, current = current, stat_signature(path)  # settle: a multi-file copy loads once
+            if followed.refresh():  # a directory being deleted settles empty: that is a move, not an edit
+                return
             last, last_scan = current, time.monotonic()
             self.on_change()
 

@@ -5,7 +5,8 @@ answers at all has loaded it once. After that, "behind" means a change on disk t
 up: one it is loading now does not count (the old version keeps serving, and every replica loads the same change
 at the same moment: failing readiness then would take every pod out of its Service at once), nor one younger
 than ``HAYHOOKS_GUNICORN_READY_GRACE``; one left unloaded longer (a stuck watcher, events lost on a network
-filesystem) does.
+filesystem) does. A configured path that leads nowhere (a dangling link) is treated the same way: the last good set
+keeps serving, and only once it has led nowhere for longer than the grace period is the answer 503 ``unresolved``.
 """
 
 from __future__ import annotations
@@ -43,17 +44,25 @@ async def readyz(request: Request) -> JSONResponse:
         error = f"{type(e).__name__}: {e}"
         return JSONResponse({"status": "check failed", "worker": worker_id(), "error": error}, status_code=503)
     loading = sorted(now.loading)
-    stuck = _stuck(context, [n for n in pending if n not in loading], context.settings.ready_grace)
+    grace = context.settings.ready_grace
+    stuck = _stuck(context, [n for n in pending if n not in loading], grace)
     status = "behind" if stuck else ("reloading" if pending else "ready")
-    body = {
+    body: dict[str, object] = {
         "status": status,
         "worker": worker_id(),
+        "serves_from": str(now.serves_from) if now.serves_from else None,
         "pipelines": sorted(now.served),
         "failed": sorted(now.failed),
         "behind": sorted(pending),
         "loading": loading,
     }
-    return JSONResponse(body, status_code=503 if stuck else 200)
+    failing = bool(stuck)
+    if now.unresolved is not None:
+        lost = time.monotonic() - now.unresolved.since > grace
+        body["status"] = "unresolved" if lost else ("behind" if stuck else "reloading")
+        body["error"] = f"'{reconciler.pipelines_dir}' does not resolve: {now.unresolved.reason}"
+        failing = failing or lost
+    return JSONResponse(body, status_code=503 if failing else 200)
 
 
 def _stuck(context: AppContext, waiting: list[str], grace: float) -> list[str]:
