@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import textwrap
+import threading
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import Server, wait_until, write_wrapper
 
@@ -67,9 +69,42 @@ def test_workers_serve_the_copy_the_master_loaded(start_server, pipelines_dir: P
     assert server.post("/fatal/run", json={}).status_code == 404
 
 
-def test_an_edit_is_served_by_every_worker_while_sharing(start_server, pipelines_dir: Path) -> None:
-    write_wrapper(pipelines_dir, "shared", setup_pid_wrapper())
-    server = start_server(pipelines_dir, env={"HAYHOOKS_GUNICORN_SHARE_MODELS": "true"})
-    assert all(pids == {server.proc.pid} for pids in setup_pids(server, "shared").values())
-    write_wrapper(pipelines_dir, "shared", setup_pid_wrapper("self.edited = True"))
-    wait_until(lambda: all(pids != {server.proc.pid} for pids in setup_pids(server, "shared").values()), timeout=20)
+def test_a_change_is_rolled_out_from_a_new_copy_in_the_master_without_a_failed_request(
+    start_server, pipelines_dir: Path
+) -> None:
+    write_wrapper(pipelines_dir, "shared", setup_pid_wrapper("self.version = 1"))
+    server = start_server(pipelines_dir, env={"HAYHOOKS_GUNICORN_SHARE_MODELS": "true"}, wait=False)
+    server.wait_ready(timeout=180)
+    old_workers = server.worker_pids()
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    answer = client.post("/shared/run", json={})
+                    if answer.status_code != 200:
+                        failures.append(str(answer.status_code))
+                except httpx.HTTPError as e:
+                    failures.append(repr(e))
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    try:
+        write_wrapper(pipelines_dir, "shared", setup_pid_wrapper("self.version = 2"))
+        # Every worker is a new one, forked after the master loaded version 2: it serves the master's copy.
+        wait_until(lambda: server.worker_pids().isdisjoint(old_workers) and len(server.worker_pids()) == 2, 120)
+        pids = setup_pids(server, "shared")
+        assert len(pids) == 2 and all(p == {server.proc.pid} for p in pids.values())
+        assert "Rolled the change out: replaced 2 worker(s)" in server.log_text()
+
+        # A broken edit stops the roll: the workers serving now go on serving, the log says why.
+        serving = server.worker_pids()
+        write_wrapper(pipelines_dir, "shared", "def broken(:\n")
+        wait_until(lambda: "Roll stopped, the workers keep serving the previous set" in server.log_text(), 60)
+        assert server.worker_pids() == serving
+    finally:
+        stop.set()
+        sender.join(timeout=60)
+    assert failures == []

@@ -53,6 +53,10 @@ class ControlSocket:
     def target(self) -> int:
         return int(self.send("show stats")["workers_target"])
 
+    def give_up(self, started_after: int, kept: set[int]) -> None:
+        """Back to the worker count before the roll; through the socket gunicorn then stops its oldest worker."""
+        self.change_target(-1)
+
     def change_target(self, delta: int) -> None:
         """``worker add``/``worker remove`` exactly once, even when a fork cut the connection before the answer."""
         expected = self.target() + delta

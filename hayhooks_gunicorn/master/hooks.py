@@ -15,7 +15,7 @@ from hayhooks_gunicorn.cluster.state_files import forget_worker, release_state_d
 from hayhooks_gunicorn.errors import KitError
 from hayhooks_gunicorn.master import instance, readiness
 from hayhooks_gunicorn.metrics import multiproc_dir
-from hayhooks_gunicorn.settings import MetricsMode, kit_settings, pipelines_dir
+from hayhooks_gunicorn.settings import MetricsMode, WatchMode, kit_settings, pipelines_dir
 
 
 def on_starting(server: Any) -> None:
@@ -45,8 +45,12 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def on_reload(server: Any) -> None:
-    """On HUP, before the new workers fork: import what pipelines added since."""
+    """On HUP, before the new workers fork: import what pipelines added since (and load them, when shared)."""
     preload_imports(server)
+    if kit_settings().share_models:
+        from hayhooks_gunicorn.master.shared_models import load_in_master
+
+        load_in_master(pipelines_dir(), kit_settings(), server.log)
 
 
 def pre_fork(server: Any, worker: Any) -> None:
@@ -95,12 +99,23 @@ def start_instance(server: Any) -> instance.Instance:
 
 
 def when_ready(server: Any) -> None:
-    """Announce readiness once every worker has loaded the pipelines directory (see ``readiness``)."""
+    """Announce readiness once every worker has loaded the pipelines directory (see ``readiness``); under
+    ``HAYHOOKS_GUNICORN_SHARE_MODELS``, follow the directory from here and roll changes out (``roll_on_change``)."""
     try:
         if (current := instance.current()) is not None:
             readiness.announce_when_ready(server, current)
+            if kit_settings().share_models and kit_settings().watch is not WatchMode.OFF:
+                start_rolling_on_change(server, current)
     except Exception:
         server.log.exception("Could not start the readiness watcher")
+
+
+def start_rolling_on_change(server: Any, current: instance.Instance) -> None:
+    from hayhooks_gunicorn.master.roll_on_change import RollOnChange
+    from hayhooks_gunicorn.master.shared_models import load_in_master
+
+    settings, directory = kit_settings(), pipelines_dir()
+    RollOnChange(server, current, directory, settings, lambda: load_in_master(directory, settings, server.log)).start()
 
 
 def prepare_metrics() -> None:

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from hayhooks_gunicorn.deploys.preflight import CheckResult, check_in_subprocess
+from hayhooks_gunicorn.deploys.preflight import check_in_subprocess
 from hayhooks_gunicorn.errors import PipelineLoadError
 from hayhooks_gunicorn.reload import PipelineSource, inherited, scan
 from hayhooks_gunicorn.reload.loader import install_source_only_imports, prepare_with_deadline
@@ -43,34 +43,32 @@ def restore_threads() -> None:
 
 
 def load_in_master(pipelines_dir: Path, settings: KitSettings, log: Any) -> dict[str, str]:
-    """Load every shareable pipeline of *pipelines_dir* here; returns name -> why it was not shared."""
+    """Bring what the master holds for the workers in line with *pipelines_dir*: load what is new or changed
+    (if it can be shared), drop what is gone. Returns name -> error for each pipeline that failed to load."""
     try:
         sources = [s for s in scan(pipelines_dir).values() if s.error is None]
     except OSError as e:
         return {"*": f"cannot read '{pipelines_dir}': {e}"}
+    held = inherited.handed_down()
+    for gone in set(held) - {s.name for s in sources}:
+        inherited.forget(gone)
+    changed = [s for s in sources if held.get(s.name) != s.revision]
     install_source_only_imports(pipelines_dir)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        checks = list(pool.map(lambda s: check_in_subprocess(s, pipelines_dir, settings.load_timeout, False), sources))
-    not_shared: dict[str, str] = {}
-    for source, check in zip(sources, checks, strict=True):
-        reason = _unshareable(check)
-        if reason is None:
-            reason = _load(source, settings.load_timeout)
+        checks = list(pool.map(lambda s: check_in_subprocess(s, pipelines_dir, settings.load_timeout, False), changed))
+    failed: dict[str, str] = {}
+    for source, check in zip(changed, checks, strict=True):
+        inherited.forget(source.name)  # the old revision is no longer what the workers should serve
+        if not check.ok:
+            failed[source.name] = check.error or "failed to load"
+            log.warning("Pipeline '%s' is not shared: it failed to load (%s)", source.name, check.error)
+            continue
+        reason = check.fork_unsafe or _load(source, settings.load_timeout)
         if reason is not None:
-            not_shared[source.name] = reason
             log.warning("Pipeline '%s' is not shared: %s; each worker loads its own copy", source.name, reason)
-    shared = inherited.handed_down()
-    if shared:
+    if changed and (shared := [s.name for s in changed if s.name in inherited.handed_down()]):
         log.info("Loaded %d pipeline(s) in the master, shared by every worker: %s", len(shared), ", ".join(shared))
-    return not_shared
-
-
-def _unshareable(check: CheckResult) -> str | None:
-    if not check.ok:
-        return f"it failed to load ({check.error})"
-    if check.fork_unsafe:
-        return check.fork_unsafe
-    return None
+    return failed
 
 
 def _load(source: PipelineSource, timeout: float) -> str | None:

@@ -22,7 +22,7 @@ from hayhooks_gunicorn.errors import KitError
 from hayhooks_gunicorn.metrics.endpoint import install_metrics
 from hayhooks_gunicorn.reload import WorkerRuntime, start_runtime
 from hayhooks_gunicorn.reload.names import fixed_routes
-from hayhooks_gunicorn.settings import kit_settings
+from hayhooks_gunicorn.settings import WatchMode, kit_settings
 from hayhooks_gunicorn.worker.health import install_health
 from hayhooks_gunicorn.worker.sync_run import apply_sync_run
 
@@ -48,7 +48,12 @@ def boot(app: FastAPI) -> WorkerRuntime:
     def created(runtime: WorkerRuntime) -> None:
         context.runtime = runtime
 
-    return start_runtime(app, context.settings, context.server_routes, context.on_boot, on_created=created)
+    settings = context.settings
+    if settings.share_models:
+        # The master follows the directory and replaces workers with ones forked from the new set
+        # (master/roll_on_change.py): a worker reloading in place would hold its own copy of the weights.
+        settings = settings.model_copy(update={"watch": WatchMode.OFF})
+    return start_runtime(app, settings, context.server_routes, context.on_boot, on_created=created)
 
 
 def create_app() -> FastAPI:

@@ -1,0 +1,84 @@
+"""In the master: follow the pipelines directory and roll every change out by replacing workers one at a time.
+
+Used when the workers must not reload in place: under ``HAYHOOKS_GUNICORN_SHARE_MODELS`` a worker that loaded a
+new version itself would hold its own copy of the weights, so instead the master loads the new set (after a
+pre-flight in a separate process), then replaces its workers one at a time from that set (``rolling``); each new
+worker serves before an old one retires, so capacity never drops. A set that fails to load stops the roll: the
+workers serving now go on serving, the log says why, and the next change of the directory tries again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hayhooks_gunicorn.master.control import RestartError
+from hayhooks_gunicorn.master.instance import Instance
+from hayhooks_gunicorn.master.rolling import ArbiterPool, rolling_replace
+from hayhooks_gunicorn.reload import scan
+from hayhooks_gunicorn.reload.watcher import DirectoryWatcher
+from hayhooks_gunicorn.settings import KitSettings
+
+# Loads the new set in the master; returns name -> error for what failed (an empty dict: go ahead and roll).
+Refresh = Callable[[], dict[str, str]]
+
+
+class RollOnChange:
+    def __init__(
+        self, arbiter: Any, instance: Instance, pipelines_dir: Path, settings: KitSettings, refresh: Refresh
+    ) -> None:
+        self.arbiter = arbiter
+        self.instance = instance
+        self.pipelines_dir = pipelines_dir
+        self.settings = settings
+        self.refresh = refresh
+        self.lock = threading.Lock()
+        # The directory as the current workers serve it, and as it was when a roll last failed
+        self.rolled = self.revisions()
+        self.failed_at: dict[str, str] | None = None
+        self.watcher = DirectoryWatcher(
+            pipelines_dir, self.changed, settings.watch, settings.poll_interval_ms, settings.debounce_ms
+        )
+
+    def start(self) -> None:
+        self.watcher.start()
+
+    def revisions(self) -> dict[str, str]:
+        try:
+            return {name: source.revision for name, source in scan(self.pipelines_dir).items()}
+        except OSError:
+            return {}
+
+    def changed(self) -> None:
+        """The watcher's callback: roll when the directory differs from what the workers serve."""
+        with self.lock:
+            now = self.revisions()
+            if now == self.rolled or now == self.failed_at:
+                return
+            log = self.arbiter.log
+            log.info("The pipelines directory changed: loading the new set in the master before replacing workers")
+            failed = self.refresh()
+            if failed:
+                self.failed_at = now
+                errors = "; ".join(f"'{name}': {error}" for name, error in failed.items())
+                log.error("Roll stopped, the workers keep serving the previous set: %s", errors)
+                return
+            try:
+                report = rolling_replace(
+                    ArbiterPool(self.arbiter),
+                    self.instance,
+                    load_timeout=self.settings.load_timeout + 60,
+                    retire_timeout=self.arbiter.cfg.graceful_timeout + 30,
+                    echo=log.info,
+                )
+            except RestartError as e:
+                self.failed_at = now
+                log.error("Roll stopped: %s", e)
+                return
+            self.rolled, self.failed_at = now, None
+            log.info("Rolled the change out: replaced %d worker(s), one at a time", len(report.replaced))
+
+    def stop(self) -> None:
+        self.watcher.stop()
