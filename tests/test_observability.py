@@ -7,7 +7,6 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import REPO, Server, free_port, require_tool, wait_until, write_wrapper
+from conftest import REPO, Server, free_port, require_tool, stop_process, wait_until, write_wrapper
 
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 RULES = PROMETHEUS_DIR / "hayhooks-rules.yml"
@@ -203,13 +202,7 @@ class Prometheus:
         return body["data"]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc, timeout=20)
 
 
 @pytest.fixture
