@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.stats import rounded
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 README_START = "<!-- benchmarks:latest:start -->"
 README_END = "<!-- benchmarks:latest:end -->"
@@ -153,7 +155,8 @@ def context(key: str, scenarios: dict[str, Any]) -> str:
         "pss_4w_over_1w_after_reload": (
             f"{_get(m, 'kit', '4w', 'failed_during_reload')} failed requests during the reload"
         ),
-        "reload_rss_growth_mb": f"worker RSS before {_get(m, 'reload_rss_growth_mb', 'kit_before')} MiB",
+        "reload_rss_growth_mb": f"worker RSS before {rounded(_get(m, 'reload_rss_growth_mb', 'kit_before'), 1)} MiB",
+        "naive_reload_rss_growth_mb": "hayhooks run, 1 worker",
     }
     return lines.get(key, "")
 

@@ -78,7 +78,7 @@ class PipelineWrapper(BasePipelineWrapper):
 
 
 def total_pss_mb(server: Server) -> float:
-    return memory(server.pid).pss_mb + sum(memory(pid).pss_mb for pid in server.worker_pids())
+    return round(memory(server.pid).pss_mb + sum(memory(pid).pss_mb for pid in server.worker_pids()), 1)
 
 
 def worker_rss_mb(server: Server) -> dict[int, float]:
