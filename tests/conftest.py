@@ -75,7 +75,8 @@ class Server:
 
     def request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
         """A fresh connection per call, so calls spread over the workers."""
-        with httpx.Client(base_url=self.url, timeout=30) as client:
+        timeout = kwargs.pop("timeout", 30)
+        with httpx.Client(base_url=self.url, timeout=timeout) as client:  # type: ignore[arg-type]
             return client.request(method, path, **kwargs)  # type: ignore[arg-type]
 
     def post(self, path: str, **kwargs: object) -> httpx.Response:

@@ -182,7 +182,8 @@ def test_many_concurrent_deploys_of_one_name_leave_one_whole_submission(kit: Kit
 
     def deploy(files: dict[str, str]) -> None:
         payload = {"name": "contended", "files": files, "overwrite": True}
-        statuses.append(kit.server.post("/deploy_files", json=payload).status_code)
+        # Each call pre-flights in its own Python process: eight at once on two cores take a while.
+        statuses.append(kit.server.post("/deploy_files", json=payload, timeout=180).status_code)
 
     threads = [threading.Thread(target=deploy, args=(files,)) for files in submissions]
     for thread in threads:
