@@ -60,7 +60,9 @@ def test_refused_names_carry_their_reason(tmp_path: Path) -> None:
     sources = scan(tmp_path)
     assert "shadows the importable Python module 'json'" in (sources["json"].error or "")
     assert "Invalid pipeline name 'a b'" in (sources["a b"].error or "")
-    assert "defined twice" in (sources["dup"].error or "")
+    assert sources["dup"].error is None and sources["dup"].kind == "yaml"
+    assert sources["dup"].conflict == "Pipeline 'dup' is defined twice: 'dup.yml' and 'dup/'"
+    assert sources["dup"].fallback is not None and sources["dup"].fallback.kind == "files"
 
 
 def test_unreadable_directory_raises_instead_of_looking_empty(tmp_path: Path) -> None:

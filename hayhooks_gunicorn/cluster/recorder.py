@@ -66,6 +66,7 @@ class StateRecorder:
             pipelines={name: s.revision for name, s in sorted(now.served.items())},
             failures={name: LoadFailure(revision=f.revision, error=f.error) for name, f in sorted(now.failed.items())},
             serves_from=str(now.serves_from or ""),
+            conflicts=dict(sorted(now.conflicts.items())),
         )
 
     def record_state(self, force: bool = False) -> None:
@@ -74,7 +75,7 @@ class StateRecorder:
             if self._stop.is_set():
                 return
             state = self.snapshot()
-            key = (state.booted, state.pipelines, state.failures, state.serves_from)
+            key = (state.booted, state.pipelines, state.failures, state.serves_from, state.conflicts)
             if not force and key == self._written and time.monotonic() - self._written_at < HEARTBEAT_SECONDS:
                 return
             path = state_file(self.directory, self.host, self.pid)

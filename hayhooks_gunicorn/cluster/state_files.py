@@ -42,6 +42,8 @@ class WorkerState(BaseModel):
     pipelines: dict[str, str] = Field(default_factory=dict)
     # pipeline name -> the revision that failed to load (the previous one, if any, still serves)
     failures: dict[str, LoadFailure] = Field(default_factory=dict)
+    # pipeline name -> the entries defining it (``x/`` and ``x.yml``) and which one this worker serves
+    conflicts: dict[str, str] = Field(default_factory=dict)
     # The real directory (links resolved: a git-sync worktree, a release) this worker serves from
     serves_from: str = ""
 
