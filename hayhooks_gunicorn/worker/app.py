@@ -23,6 +23,7 @@ from hayhooks_gunicorn.metrics.endpoint import install_metrics
 from hayhooks_gunicorn.reload import WorkerRuntime, start_runtime
 from hayhooks_gunicorn.reload.names import fixed_routes
 from hayhooks_gunicorn.settings import kit_settings
+from hayhooks_gunicorn.traces import install_traces
 from hayhooks_gunicorn.worker.health import install_health
 from hayhooks_gunicorn.worker.sync_run import apply_sync_run
 
@@ -71,6 +72,8 @@ def create_app() -> FastAPI:
     install_metrics(app)
     # Deploy calls reach every worker (or say they do not); every worker records its state for GET /cluster.
     install_deploy_routes(app)
+    # Before install_cluster: the trace socket must exist when the worker first records its state.
+    install_traces(app)
     install_cluster(app)
     # Taken before any pipeline is served: a pipeline name must not shadow these.
     context.server_routes = fixed_routes(app)
