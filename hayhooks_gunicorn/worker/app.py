@@ -25,6 +25,7 @@ from hayhooks_gunicorn.reload.names import fixed_routes
 from hayhooks_gunicorn.settings import kit_settings
 from hayhooks_gunicorn.traces import install_traces
 from hayhooks_gunicorn.worker.health import install_health
+from hayhooks_gunicorn.worker.otel import flush_spans, tag_worker_resource
 from hayhooks_gunicorn.worker.sync_run import apply_sync_run
 
 
@@ -38,6 +39,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         runtime.stop()
+        await run_in_threadpool(flush_spans)
 
 
 def boot(app: FastAPI) -> WorkerRuntime:
@@ -62,6 +64,7 @@ def create_app() -> FastAPI:
         msg = "HAYHOOKS_DURABLE_MODE fixes the pipeline set at startup; serve durable pipelines with `hayhooks run`"
         raise KitError(msg)
     kit = kit_settings()
+    tag_worker_resource()  # before hayhooks' create_app() sets up its OTLP exporter
     app = create_hayhooks_app()
     app.router.lifespan_context = lifespan
     apply_sync_run(kit.sync_run)
