@@ -66,9 +66,10 @@ def listening_socket() -> str:
 def start(state_dir: Path) -> None:
     """In a worker at boot: serve this process's trace buffer until it exits; never raises."""
     global _server, _server_pid
-    if _server is not None and _server_pid == os.getpid():
-        return
     path = traces_socket_path(state_dir, socket.gethostname(), os.getpid())
+    if listening_socket() == str(path):
+        return
+    stop()  # an app of this process that served from another state directory (tests build several)
     if len(str(path).encode()) > MAX_SOCKET_PATH:
         log.warning(
             "Worker {}: '{}' is too long for a unix socket; /traces on other workers misses this one's runs",

@@ -24,6 +24,7 @@ from hayhooks_gunicorn.reload import WorkerRuntime, start_runtime
 from hayhooks_gunicorn.reload.names import fixed_routes
 from hayhooks_gunicorn.settings import kit_settings
 from hayhooks_gunicorn.traces import install_traces
+from hayhooks_gunicorn.traces.peer import stop as stop_traces_peer
 from hayhooks_gunicorn.worker.health import install_health
 from hayhooks_gunicorn.worker.otel import flush_spans, tag_worker_resource
 from hayhooks_gunicorn.worker.sync_run import apply_sync_run
@@ -39,6 +40,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         runtime.stop()
+        stop_traces_peer()
         await run_in_threadpool(flush_spans)
 
 
