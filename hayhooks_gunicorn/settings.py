@@ -71,6 +71,9 @@ class KitSettings(BaseSettings):
     # A worker whose heartbeat is older than this is left out of the cluster view
     heartbeat_ttl: float = Field(default=10.0, gt=0, le=3600)
 
+    # How long GET /traces waits for the other workers' trace buffers; a worker slower than this is left out
+    traces_peer_timeout: float = Field(default=1.0, gt=0, le=60)
+
     # Upload limits of deploy calls
     max_files: int = Field(default=200, ge=1)
     max_bytes: int = Field(default=20_000_000, ge=1)

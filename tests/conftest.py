@@ -330,9 +330,12 @@ def booted_app(pipelines: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> 
     try:
         yield app
     finally:
+        from hayhooks_gunicorn.traces import peer
+
         runtime = app_context(app).runtime
         assert runtime is not None
         runtime.stop()
+        peer.stop()  # the worker's lifespan does it; this app's lifespan never ran
         for listener in runtime.reconciler.listeners:
             stop = getattr(getattr(listener, "__self__", None), "stop", None)
             if stop is not None:

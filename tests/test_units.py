@@ -60,7 +60,9 @@ def test_refused_names_carry_their_reason(tmp_path: Path) -> None:
     sources = scan(tmp_path)
     assert "shadows the importable Python module 'json'" in (sources["json"].error or "")
     assert "Invalid pipeline name 'a b'" in (sources["a b"].error or "")
-    assert "defined twice" in (sources["dup"].error or "")
+    assert sources["dup"].error is None and sources["dup"].kind == "yaml"
+    assert sources["dup"].conflict == "Pipeline 'dup' is defined twice: 'dup.yml' and 'dup/'"
+    assert sources["dup"].fallback is not None and sources["dup"].fallback.kind == "files"
 
 
 def test_unreadable_directory_raises_instead_of_looking_empty(tmp_path: Path) -> None:
@@ -121,3 +123,15 @@ def test_run_passes_options_to_gunicorn_and_workers(monkeypatch: pytest.MonkeyPa
     assert env["HAYHOOKS_PIPELINES_DIR"] == str(tmp_path)
     assert env["HAYHOOKS_GUNICORN_DEPLOY_MODE"] == "warn"
     assert env["HAYHOOKS_GUNICORN_SYNC_RUN"] == "inline"
+
+
+def test_the_worker_tag_keeps_the_users_attributes_and_replaces_an_inherited_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hayhooks_gunicorn.cluster.identity import worker_id
+    from hayhooks_gunicorn.worker.otel import tag_worker_resource
+
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "team=search,hayhooks_gunicorn.worker=master:1")
+    assert tag_worker_resource() == f"team=search,hayhooks_gunicorn.worker={worker_id()}"
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES")
+    assert tag_worker_resource() == f"hayhooks_gunicorn.worker={worker_id()}"

@@ -20,6 +20,7 @@ from hayhooks_gunicorn.cluster.state_files import (
     state_file,
 )
 from hayhooks_gunicorn.files import write_atomically
+from hayhooks_gunicorn.traces.peer import listening_socket
 
 if TYPE_CHECKING:
     from hayhooks_gunicorn.reload import Change, WorkerRuntime
@@ -66,6 +67,8 @@ class StateRecorder:
             pipelines={name: s.revision for name, s in sorted(now.served.items())},
             failures={name: LoadFailure(revision=f.revision, error=f.error) for name, f in sorted(now.failed.items())},
             serves_from=str(now.serves_from or ""),
+            conflicts=dict(sorted(now.conflicts.items())),
+            traces_socket=listening_socket(),
         )
 
     def record_state(self, force: bool = False) -> None:
@@ -74,7 +77,14 @@ class StateRecorder:
             if self._stop.is_set():
                 return
             state = self.snapshot()
-            key = (state.booted, state.pipelines, state.failures, state.serves_from)
+            key = (
+                state.booted,
+                state.pipelines,
+                state.failures,
+                state.serves_from,
+                state.conflicts,
+                state.traces_socket,
+            )
             if not force and key == self._written and time.monotonic() - self._written_at < HEARTBEAT_SECONDS:
                 return
             path = state_file(self.directory, self.host, self.pid)

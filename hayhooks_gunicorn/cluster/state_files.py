@@ -42,6 +42,10 @@ class WorkerState(BaseModel):
     pipelines: dict[str, str] = Field(default_factory=dict)
     # pipeline name -> the revision that failed to load (the previous one, if any, still serves)
     failures: dict[str, LoadFailure] = Field(default_factory=dict)
+    # pipeline name -> the entries defining it (``x/`` and ``x.yml``) and which one this worker serves
+    conflicts: dict[str, str] = Field(default_factory=dict)
+    # The unix socket this worker serves its live trace buffer on (``traces.peer``); empty when it does not
+    traces_socket: str = ""
     # The real directory (links resolved: a git-sync worktree, a release) this worker serves from
     serves_from: str = ""
 
@@ -79,6 +83,10 @@ def state_dir(settings: KitSettings | None = None, pipelines: Path | None = None
 
 def state_file(directory: Path, host: str, pid: int) -> Path:
     return directory / f"{host}-{pid}.json"
+
+
+def traces_socket_path(directory: Path, host: str, pid: int) -> Path:
+    return directory / f"{host}-{pid}.traces.sock"
 
 
 def ensure_state_dir(directory: Path, settings: KitSettings | None = None) -> None:
@@ -142,4 +150,6 @@ def read_workers(directory: Path, ttl: float, now: float | None = None) -> list[
 
 
 def remove_state(directory: Path, host: str, pid: int) -> None:
+    """The state file and the trace socket: a SIGKILLed worker leaves both, and the master removes them."""
     state_file(directory, host, pid).unlink(missing_ok=True)
+    traces_socket_path(directory, host, pid).unlink(missing_ok=True)

@@ -158,3 +158,22 @@ def prepare_with_deadline(source: PipelineSource, timeout: float) -> PreparedPip
     if isinstance(result, PreparedPipeline):
         return result
     raise result if result is not None else PipelineLoadError(f"Loading pipeline {source.name!r} gave no result")
+
+
+def prepare_first(source: PipelineSource, timeout: float) -> tuple[PreparedPipeline, PipelineSource]:
+    """The first of *source* and its fallbacks that loads, and which one it was.
+
+    A name defined twice is served as hayhooks' startup deploy serves it (``server/app.py::deploy_pipelines``):
+    the YAML file if it loads, else the directory (see ``reload.scan``).
+    """
+    errors: list[str] = []
+    candidate: PipelineSource | None = source
+    while candidate is not None:
+        try:
+            return prepare_with_deadline(candidate, timeout), candidate
+        except PipelineLoadError as e:
+            if source.fallback is None:
+                raise
+            errors.append(f"'{candidate.entry}': {e}")
+        candidate = candidate.fallback
+    raise PipelineLoadError(f"No entry of pipeline {source.name!r} loads: " + "; ".join(errors))

@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute
 from hayhooks_gunicorn.errors import InvalidPipelineError
 from hayhooks_gunicorn.reload import inherited
 from hayhooks_gunicorn.reload.follow import resolve_dir
-from hayhooks_gunicorn.reload.loader import install_source_only_imports, prepare_with_deadline
+from hayhooks_gunicorn.reload.loader import install_source_only_imports, prepare_first
 from hayhooks_gunicorn.reload.names import shadows_route
 from hayhooks_gunicorn.reload.release import release_replaced
 from hayhooks_gunicorn.reload.routes import swap_routes, withdraw_routes
@@ -64,6 +64,7 @@ class Snapshot:
     loading: dict[str, str]  # name -> revision being loaded
     serves_from: Path | None = None
     unresolved: Unresolved | None = None
+    conflicts: dict[str, str] = field(default_factory=dict)  # name -> its entries and the one served
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ class Reconciler:
     root: Path | None = None
     serves_from: Path | None = None
     unresolved: Unresolved | None = None
+    # Names defined by more than one entry (``x/`` and ``x.yml``): which entries, and which one this worker serves
+    conflicts: dict[str, str] = field(default_factory=dict)
     _rerun: bool = False  # a pass skipped a name that was busy loading: look again when that load ends
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _slots: threading.Semaphore = field(init=False)
@@ -124,6 +127,8 @@ class Reconciler:
             changes = [self._remove(n) for n in list(self.served) if n not in desired and n not in self.loading]
             for name in [n for n in self.failed if n not in desired]:
                 del self.failed[name]
+            for name in [n for n in self.conflicts if n not in desired or desired[n].conflict is None]:
+                del self.conflicts[name]
             self._rerun = self._rerun or any(n not in desired for n in self.loading)
             threads = []
             for source in desired.values():
@@ -167,7 +172,9 @@ class Reconciler:
         """Copies of what this worker serves, failed on and is loading, consistent with each other."""
         with self._lock:
             loading = {name: source.revision for name, source in self.loading.items()}
-            return Snapshot(dict(self.served), dict(self.failed), loading, self.serves_from, self.unresolved)
+            return Snapshot(
+                dict(self.served), dict(self.failed), loading, self.serves_from, self.unresolved, dict(self.conflicts)
+            )
 
     def _needs_load(self, source: PipelineSource) -> bool:
         """New, changed, or now living elsewhere (a swapped link); not when this very revision failed to load."""
@@ -209,16 +216,18 @@ class Reconciler:
     def _load(self, source: PipelineSource) -> None:
         with self._slots:
             started = time.monotonic()
+            chosen = source
             try:
-                result: PreparedPipeline | Exception = inherited.take(source) or prepare_with_deadline(
-                    source, self.load_timeout
-                )
+                result: PreparedPipeline | Exception | None = inherited.take(source)
+                if result is None:
+                    result, chosen = prepare_first(source, self.load_timeout)
             except Exception as e:
                 result = e
         seconds = time.monotonic() - started
         with self._lock:
             del self.loading[source.name]
             replacing = source.name in self.served
+            self._note_conflict(source, chosen if isinstance(result, PreparedPipeline) else None)
             if isinstance(result, PreparedPipeline):
                 change = self._serve(source, result, seconds)
             else:
@@ -231,6 +240,14 @@ class Reconciler:
             release_replaced()
         if rerun:
             self.sync()
+
+    def _note_conflict(self, source: PipelineSource, chosen: PipelineSource | None) -> None:
+        if source.conflict is None:
+            self.conflicts.pop(source.name, None)
+            return
+        outcome = f"serving '{chosen.entry}', as hayhooks does" if chosen else "none of them loads"
+        self.conflicts[source.name] = f"{source.conflict}; {outcome}"
+        log.warning("Worker {}: {}", os.getpid(), self.conflicts[source.name])
 
     def _notify(self, changes: list[Change], moved: bool = False) -> None:
         calls: list[tuple[Callable[..., None], object]] = [(ls, c) for c in changes for ls in self.listeners]

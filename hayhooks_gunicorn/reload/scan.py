@@ -3,6 +3,12 @@
 Watch events are not trusted: hayhooks' overwrite moves files through ``.{name}-XXXX`` directories and a
 Kubernetes ConfigMap swaps a ``..data`` symlink, so every change is answered by a full re-scan compared by
 content (see ``server/utils/deploy_utils.py::_backup_pipeline_files``).
+
+A name defined twice (``x/`` and ``x.yml``) is served as hayhooks' startup deploy serves it
+(``server/app.py::deploy_pipelines``): it prepares every ``*.y*ml`` file before any directory and commits them in
+that order, and a later commit of a name already deployed fails with "already exists"
+(``deploy_utils.commit_prepared_pipeline``). So the YAML file wins, and the directory serves only when the YAML
+file fails to load. The scan keeps that order as a source with a ``fallback``.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -32,8 +38,17 @@ class PipelineSource:
     path: Path
     kind: Kind
     revision: str
-    # Why the kit refuses to load it (bad name, shadowing, defined twice), if it does
+    # Why the kit refuses to load it (bad name, shadowing, no wrapper), if it does
     error: str | None = None
+    # Another entry of the same name, loaded when this one fails (hayhooks' startup deploy order)
+    fallback: PipelineSource | None = None
+    # Set when the name is defined by more than one entry: names them all
+    conflict: str | None = None
+
+    @property
+    def entry(self) -> str:
+        """The entry as a user sees it in the directory: ``x.yml`` or ``x/``."""
+        return self.path.name + ("/" if self.kind == "files" else "")
 
 
 def ignored(name: str) -> bool:
@@ -47,7 +62,7 @@ def scan(pipelines_dir: Path) -> dict[str, PipelineSource]:
     A failure to read the directory must not look like "every pipeline was deleted", so it is raised, never
     turned into an empty result.
     """
-    sources: dict[str, PipelineSource] = {}
+    found: dict[str, list[PipelineSource]] = {}
     for entry in sorted(pipelines_dir.iterdir()):
         if ignored(entry.name):
             continue
@@ -58,13 +73,25 @@ def scan(pipelines_dir: Path) -> dict[str, PipelineSource]:
             name, kind = entry.stem, "yaml"
         else:
             continue
-        source = _source(name, entry, kind, pipelines_dir)
-        if name in sources:
-            first = sources[name]
-            msg = f"Pipeline {name!r} is defined twice: '{first.path.name}' and '{entry.name}'; remove one"
-            source = PipelineSource(name, entry, kind, first.revision + source.revision, msg)
-        sources[name] = source
-    return sources
+        found.setdefault(name, []).append(_source(name, entry, kind, pipelines_dir))
+    return {name: _first_of(entries) for name, entries in found.items()}
+
+
+def _first_of(entries: list[PipelineSource]) -> PipelineSource:
+    """One source for a name: YAML files first (by file name), then the directory, each the next one's fallback.
+
+    The revision covers every entry, so an edit of any of them reloads the name.
+    """
+    if len(entries) == 1:
+        return entries[0]
+    ordered = sorted(entries, key=lambda s: (s.kind != "yaml", s.path.name))
+    chain: PipelineSource | None = None
+    for source in reversed(ordered[1:]):
+        chain = replace(source, fallback=chain)
+    listed = " and ".join(f"'{s.entry}'" for s in ordered)
+    conflict = f"Pipeline {ordered[0].name!r} is defined twice: {listed}"
+    revision = hashlib.sha256(" ".join(s.revision for s in ordered).encode()).hexdigest()[:12]
+    return replace(ordered[0], revision=revision, fallback=chain, conflict=conflict)
 
 
 def _source(name: str, path: Path, kind: Kind, pipelines_dir: Path) -> PipelineSource:

@@ -23,7 +23,10 @@ from hayhooks_gunicorn.metrics.endpoint import install_metrics
 from hayhooks_gunicorn.reload import WorkerRuntime, start_runtime
 from hayhooks_gunicorn.reload.names import fixed_routes
 from hayhooks_gunicorn.settings import WatchMode, kit_settings
+from hayhooks_gunicorn.traces import install_traces
+from hayhooks_gunicorn.traces.peer import stop as stop_traces_peer
 from hayhooks_gunicorn.worker.health import install_health
+from hayhooks_gunicorn.worker.otel import flush_spans, tag_worker_resource
 from hayhooks_gunicorn.worker.sync_run import apply_sync_run
 
 
@@ -37,6 +40,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         runtime.stop()
+        stop_traces_peer()
+        await run_in_threadpool(flush_spans)
 
 
 def boot(app: FastAPI) -> WorkerRuntime:
@@ -66,6 +71,7 @@ def create_app() -> FastAPI:
         msg = "HAYHOOKS_DURABLE_MODE fixes the pipeline set at startup; serve durable pipelines with `hayhooks run`"
         raise KitError(msg)
     kit = kit_settings()
+    tag_worker_resource()  # before hayhooks' create_app() sets up its OTLP exporter
     app = create_hayhooks_app()
     app.router.lifespan_context = lifespan
     apply_sync_run(kit.sync_run)
@@ -76,6 +82,8 @@ def create_app() -> FastAPI:
     install_metrics(app)
     # Deploy calls reach every worker (or say they do not); every worker records its state for GET /cluster.
     install_deploy_routes(app)
+    # Before install_cluster: the trace socket must exist when the worker first records its state.
+    install_traces(app)
     install_cluster(app)
     # Taken before any pipeline is served: a pipeline name must not shadow these.
     context.server_routes = fixed_routes(app)
