@@ -44,6 +44,8 @@ class WorkerState(BaseModel):
     failures: dict[str, LoadFailure] = Field(default_factory=dict)
     # The real directory (links resolved: a git-sync worktree, a release) this worker serves from
     serves_from: str = ""
+    # Durable mode: pipeline name -> the ``durable_revision`` its executions are pinned to (empty otherwise)
+    durable_revisions: dict[str, str] = Field(default_factory=dict)
 
     @property
     def id(self) -> str:

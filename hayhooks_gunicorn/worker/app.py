@@ -1,7 +1,8 @@
 """The ASGI app every worker serves: hayhooks' own app, plus worker identity, health routes and the kit's loader.
 
 hayhooks' lifespan would deploy the whole directory from temp copies (``server/app.py::lifespan``); the kit
-replaces it, so every pipeline is set up exactly once per worker, from its real directory.
+replaces it, so every pipeline is set up exactly once per worker, from its real directory. In durable mode the
+kit keeps hayhooks' app and lifespan whole (``worker.durable``) and adds only its own routes and middleware.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from fastapi.concurrency import run_in_threadpool
 
 from hayhooks_gunicorn.app_context import AppContext, app_context, attach
 from hayhooks_gunicorn.cluster.identity import WorkerHeaderMiddleware
+from hayhooks_gunicorn.cluster.recorder import StateRecorder
 from hayhooks_gunicorn.cluster.state_files import state_dir
 from hayhooks_gunicorn.cluster.view import install_cluster
 from hayhooks_gunicorn.compat import check_hayhooks
 from hayhooks_gunicorn.deploys import install_deploy_routes
-from hayhooks_gunicorn.errors import KitError
 from hayhooks_gunicorn.metrics.endpoint import install_metrics
 from hayhooks_gunicorn.reload import WorkerRuntime, start_runtime
 from hayhooks_gunicorn.reload.names import fixed_routes
-from hayhooks_gunicorn.settings import kit_settings
+from hayhooks_gunicorn.settings import kit_settings, pipelines_dir
 from hayhooks_gunicorn.worker.health import install_health
 from hayhooks_gunicorn.worker.sync_run import apply_sync_run
 
@@ -44,6 +45,9 @@ def boot(app: FastAPI) -> WorkerRuntime:
     context = app_context(app)
     if context.runtime is not None:
         return context.runtime
+    if context.durable is not None:
+        msg = "A durable worker loads its fixed set in hayhooks' create_app(); it has no reload runtime"
+        raise RuntimeError(msg)
 
     def created(runtime: WorkerRuntime) -> None:
         context.runtime = runtime
@@ -57,18 +61,24 @@ def create_app() -> FastAPI:
     from hayhooks.server.app import create_app as create_hayhooks_app
     from hayhooks.settings import settings
 
-    if settings.durable_mode:
-        msg = "HAYHOOKS_DURABLE_MODE fixes the pipeline set at startup; serve durable pipelines with `hayhooks run`"
-        raise KitError(msg)
     kit = kit_settings()
-    app = create_hayhooks_app()
-    app.router.lifespan_context = lifespan
+    app = create_hayhooks_app()  # in durable mode this loads the fixed set (build_immutable_host)
     apply_sync_run(kit.sync_run)
     install_health(app)
     app.add_middleware(WorkerHeaderMiddleware)
     context = AppContext(settings=kit, server_routes=[], state_dir=state_dir(kit))
     attach(app, context)
     install_metrics(app)
+    if settings.durable_mode:
+        from hayhooks_gunicorn.worker import durable
+
+        directory = pipelines_dir()
+        context.durable = durable.loaded_set(app, directory)
+        durable.record_while_serving(app, context.durable, StateRecorder(context.state_dir))
+        durable.refuse_deploys(app, directory)
+        install_cluster(app, record=False)
+        return app
+    app.router.lifespan_context = lifespan
     # Deploy calls reach every worker (or say they do not); every worker records its state for GET /cluster.
     install_deploy_routes(app)
     install_cluster(app)
