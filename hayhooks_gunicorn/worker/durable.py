@@ -54,6 +54,7 @@ class DurableSet:
             booted=self.booted,
             pipelines=self.pipelines,
             serves_from=str(self.serves_from),
+            durable_mode=True,
             durable_revisions=self.durable_revisions,
         )
 
