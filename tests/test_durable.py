@@ -106,6 +106,8 @@ def test_every_worker_is_durable(durable_server: Callable[..., Server]) -> None:
     workers = wait_until(listed)
     assert isinstance(workers, list)
     assert all(w["durable_revisions"] == {"twostep": "r1"} and "twostep" in w["pipelines"] for w in workers)
+    metrics = server.get("/metrics").text
+    assert "hayhooks_workers 2.0" in metrics, metrics
     refused = server.post("/deploy_files", json={"name": "x", "files": {}})
     assert refused.status_code == 409
     assert "fixed pipeline set" in refused.json()["detail"]

@@ -23,7 +23,7 @@ from hayhooks_gunicorn.deploys import install_deploy_routes
 from hayhooks_gunicorn.metrics.endpoint import install_metrics
 from hayhooks_gunicorn.reload import WorkerRuntime, start_runtime
 from hayhooks_gunicorn.reload.names import fixed_routes
-from hayhooks_gunicorn.settings import kit_settings, pipelines_dir
+from hayhooks_gunicorn.settings import MetricsMode, kit_settings, pipelines_dir
 from hayhooks_gunicorn.worker.health import install_health
 from hayhooks_gunicorn.worker.sync_run import apply_sync_run
 
@@ -74,7 +74,8 @@ def create_app() -> FastAPI:
 
         directory = pipelines_dir()
         context.durable = durable.loaded_set(app, directory)
-        durable.record_while_serving(app, context.durable, StateRecorder(context.state_dir))
+        recorder = StateRecorder(context.state_dir)
+        durable.record_while_serving(app, context.durable, recorder, metrics=kit.metrics is not MetricsMode.OFF)
         durable.refuse_deploys(app, directory)
         install_cluster(app, record=False)
         return app

@@ -22,6 +22,7 @@ from fastapi import APIRouter, FastAPI, HTTPException
 from hayhooks_gunicorn.cluster.recorder import StateRecorder
 from hayhooks_gunicorn.cluster.state_files import WorkerState
 from hayhooks_gunicorn.cluster.view import disk_revisions
+from hayhooks_gunicorn.metrics.reloads import record_fixed_set
 
 # hayhooks' deploy and undeploy paths (server/routers/deploy.py, undeploy.py), which durable mode does not mount.
 DEPLOY_PATHS = ("/deploy-yaml", "/deploy_files", "/undeploy/{pipeline_name}")
@@ -70,8 +71,9 @@ def loaded_set(app: FastAPI, pipelines_dir: Path) -> DurableSet:
     )
 
 
-def record_while_serving(app: FastAPI, loaded: DurableSet, recorder: StateRecorder) -> None:
-    """Wrap hayhooks' lifespan (it starts and drains the durable runtime): record the state once it serves."""
+def record_while_serving(app: FastAPI, loaded: DurableSet, recorder: StateRecorder, metrics: bool) -> None:
+    """Wrap hayhooks' lifespan (it starts and drains the durable runtime): record the state (and with *metrics*
+    the kit's gauges) once it serves."""
     hayhooks_lifespan = app.router.lifespan_context
 
     @asynccontextmanager
@@ -79,6 +81,8 @@ def record_while_serving(app: FastAPI, loaded: DurableSet, recorder: StateRecord
         async with hayhooks_lifespan(app):
             loaded.booted = True
             recorder.start(loaded.state)
+            if metrics:
+                record_fixed_set(loaded.pipelines, loaded.serves_from)
             try:
                 yield
             finally:
