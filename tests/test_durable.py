@@ -7,6 +7,7 @@ executions taken over by the other through hayhooks' leases; Redis restarting do
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -14,43 +15,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import WORKER_HEADER, Server, free_port, wait_until, write_wrapper
+from conftest import REPO, WORKER_HEADER, Server, free_port, wait_until
 from redis_server import RedisServer, redis_server
 
 pytestmark = pytest.mark.integration
 
-TWO_STEPS = """
-import asyncio
-
-from haystack import Pipeline
-from pydantic import BaseModel
-
-from hayhooks import BasePipelineWrapper
-from hayhooks.durable import DurableContext
-
-
-class Request(BaseModel):
-    value: int
-
-
-class Result(BaseModel):
-    value: int
-
-
-class PipelineWrapper(BasePipelineWrapper):
-    durable_revision = "{revision}"
-
-    def setup(self) -> None:
-        self.pipeline = Pipeline()
-
-    async def run_durable_async(self, context: DurableContext, request: Request) -> Result:
-        if "doubled" not in context.state:
-            await asyncio.sleep(1.5)
-            context.state["doubled"] = request.value * 2
-            await context.checkpoint()
-        await asyncio.sleep(1.5)
-        return Result(value=int(context.state["doubled"]) + 1)
-"""
+# examples/durable/two_steps: the README's durable example, two 1.5 s steps with a checkpoint between them
+EXAMPLE = REPO / "examples" / "durable" / "two_steps"
+NAME = "two_steps"
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +50,14 @@ def durable_server(
     start_server: Callable[..., Server], pipelines_dir: Path, redis: RedisServer
 ) -> Callable[..., Server]:
     def start(**env: str) -> Server:
-        write_wrapper(pipelines_dir, "twostep", TWO_STEPS.format(revision="r1"))
+        shutil.copytree(EXAMPLE, pipelines_dir / NAME)
         return start_server(pipelines_dir, workers=2, env={**durable_env(redis), **env})
 
     return start
 
 
 def execution(server: Server, execution_id: str) -> dict[str, object] | None:
-    response = server.get(f"/twostep/executions/{execution_id}")
+    response = server.get(f"/{NAME}/executions/{execution_id}")
     return response.json() if response.status_code == 200 else None
 
 
@@ -105,7 +77,7 @@ def test_every_worker_is_durable(durable_server: Callable[..., Server]) -> None:
 
     workers = wait_until(listed)
     assert isinstance(workers, list)
-    assert all(w["durable_revisions"] == {"twostep": "r1"} and "twostep" in w["pipelines"] for w in workers)
+    assert all(w["durable_revisions"] == {NAME: "1"} and NAME in w["pipelines"] for w in workers)
     metrics = server.get("/metrics").text
     assert "hayhooks_workers 2.0" in metrics, metrics
     refused = server.post("/deploy_files", json={"name": "x", "files": {}})
@@ -116,7 +88,7 @@ def test_every_worker_is_durable(durable_server: Callable[..., Server]) -> None:
 def test_sigkill_mid_run_every_execution_completes(durable_server: Callable[..., Server]) -> None:
     server = durable_server()
     started = time.monotonic()
-    submitted = [server.post("/twostep/run-durable", json={"value": n}) for n in range(6)]
+    submitted = [server.post(f"/{NAME}/run-durable", json={"value": n}) for n in range(6)]
     assert [r.status_code for r in submitted] == [202] * 6, [r.text for r in submitted]
     ids = [r.json()["execution_id"] for r in submitted]
 
@@ -137,13 +109,13 @@ def test_redis_restart_service_resumes(durable_server: Callable[..., Server], re
     server = durable_server()
     pids = server.worker_pids()
     redis.stop()
-    during = server.post("/twostep/run-durable", json={"value": 1})
+    during = server.post(f"/{NAME}/run-durable", json={"value": 1})
     assert during.status_code >= 500  # refused while the store is away, the worker stays up
     assert server.get("/healthz").status_code == 200
     redis.start()
 
     def accepted() -> httpx.Response | None:
-        response = server.post("/twostep/run-durable", json={"value": 20})
+        response = server.post(f"/{NAME}/run-durable", json={"value": 20})
         return response if response.status_code == 202 else None
 
     response = wait_until(accepted, timeout=30, interval=0.5)
@@ -157,7 +129,7 @@ def test_redis_restart_service_resumes(durable_server: Callable[..., Server], re
 def test_redis_unreachable_at_boot_one_sentence(
     start_server: Callable[..., Server], pipelines_dir: Path, redis: RedisServer
 ) -> None:
-    write_wrapper(pipelines_dir, "twostep", TWO_STEPS.format(revision="r1"))
+    shutil.copytree(EXAMPLE, pipelines_dir / NAME)
     port = free_port()
     url = f"redis://:s3cret@127.0.0.1:{port}/0"
     server = start_server(pipelines_dir, env={**durable_env(redis), "HAYHOOKS_DURABLE_REDIS_URL": url}, wait=False)
@@ -170,7 +142,7 @@ def test_redis_unreachable_at_boot_one_sentence(
 def test_durable_wrapper_without_durable_mode_one_line(
     start_server: Callable[..., Server], pipelines_dir: Path
 ) -> None:
-    write_wrapper(pipelines_dir, "twostep", TWO_STEPS.format(revision="r1"))
+    shutil.copytree(EXAMPLE, pipelines_dir / NAME)
     server = start_server(pipelines_dir)
     assert server.get("/status").json().get("durable_mode") is not True
     assert server.log_text().count("set a durable_revision: they are served only with HAYHOOKS_DURABLE_MODE=true") == 1
