@@ -146,3 +146,17 @@ def test_durable_wrapper_without_durable_mode_one_line(
     server = start_server(pipelines_dir)
     assert server.get("/status").json().get("durable_mode") is not True
     assert server.log_text().count("set a durable_revision: they are served only with HAYHOOKS_DURABLE_MODE=true") == 1
+
+
+def test_durable_set_that_cannot_load_one_line_per_worker(
+    start_server: Callable[..., Server], pipelines_dir: Path, redis: RedisServer
+) -> None:
+    shutil.copytree(EXAMPLE, pipelines_dir / NAME)
+    (pipelines_dir / "broken").mkdir()
+    (pipelines_dir / "broken" / "pipeline_wrapper.py").write_text("raise RuntimeError('no model here')\n")
+    server = start_server(pipelines_dir, env=durable_env(redis), wait=False)
+    assert server.proc.wait(timeout=60) != 0
+    log = server.log_text()
+    assert "Durable mode cannot load the pipelines directory" in log and "no model here" in log, log
+    # hayhooks logs the pipeline's own traceback (module_loader.py); gunicorn's generic one per worker is gone.
+    assert "Exception in worker process" not in log and "Reason: App failed to load." in log, log

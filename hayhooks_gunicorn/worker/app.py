@@ -62,7 +62,12 @@ def create_app() -> FastAPI:
     from hayhooks.settings import settings
 
     kit = kit_settings()
-    app = create_hayhooks_app()  # in durable mode this loads the fixed set (build_immutable_host)
+    if settings.durable_mode:
+        from hayhooks_gunicorn.worker import durable
+
+        app = durable.build_hayhooks_app(create_hayhooks_app, pipelines_dir())  # loads the fixed set
+    else:
+        app = create_hayhooks_app()
     apply_sync_run(kit.sync_run)
     install_health(app)
     app.add_middleware(WorkerHeaderMiddleware)
@@ -70,8 +75,6 @@ def create_app() -> FastAPI:
     attach(app, context)
     install_metrics(app)
     if settings.durable_mode:
-        from hayhooks_gunicorn.worker import durable
-
         directory = pipelines_dir()
         context.durable = durable.loaded_set(app, directory)
         recorder = StateRecorder(context.state_dir)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,22 @@ FIXED_SET = (
     "Durable mode serves a fixed pipeline set, loaded once by every worker: change the pipelines directory '{dir}' "
     "instead, and the workers are replaced to serve the new set"
 )
+
+
+def build_hayhooks_app(factory: Callable[[], FastAPI], pipelines_dir: Path) -> FastAPI:
+    """hayhooks' ``create_app()`` in durable mode, where a pipeline that cannot load stops the whole host.
+
+    That error becomes gunicorn's ``AppImportError``: the arbiter prints its one line per worker and the master
+    exits with "App failed to load" (``arbiter.py::spawn_worker``), instead of a traceback per worker.
+    """
+    from gunicorn.errors import AppImportError
+    from hayhooks.server.exceptions import PipelineModuleLoadError, PipelineWrapperError
+
+    try:
+        return factory()
+    except (PipelineModuleLoadError, PipelineWrapperError) as e:  # PipelineModeError is a PipelineWrapperError
+        msg = f"Durable mode cannot load the pipelines directory '{pipelines_dir}': {e}"
+        raise AppImportError(msg) from e
 
 
 @dataclass
