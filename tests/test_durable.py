@@ -159,4 +159,6 @@ def test_durable_set_that_cannot_load_one_line_per_worker(
     log = server.log_text()
     assert "Durable mode cannot load the pipelines directory" in log and "no model here" in log, log
     # hayhooks logs the pipeline's own traceback (module_loader.py); gunicorn's generic one per worker is gone.
-    assert "Exception in worker process" not in log and "Reason: App failed to load." in log, log
+    # Not asserted: the master's "Reason: App failed to load." line, which gunicorn turns into a traceback of its
+    # own when a second worker's exit is reaped while it halts (arbiter.py: reap_workers raises HaltServer in stop()).
+    assert "Exception in worker process" not in log and "App failed to load." in log, log
