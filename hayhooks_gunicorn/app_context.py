@@ -15,6 +15,7 @@ from hayhooks_gunicorn.settings import KitSettings, pipelines_dir
 
 if TYPE_CHECKING:
     from hayhooks_gunicorn.reload.runtime import WorkerRuntime
+    from hayhooks_gunicorn.worker.durable import DurableSet
 
 BootCallback = Callable[["WorkerRuntime"], None]
 
@@ -30,12 +31,16 @@ class AppContext:
     on_boot: list[BootCallback] = field(default_factory=list)
     # Set once the worker starts loading the directory
     runtime: WorkerRuntime | None = None
+    # Durable mode: the fixed set hayhooks loaded (and no runtime, ever)
+    durable: DurableSet | None = None
     # Pipeline name -> when /readyz first saw it waiting with no load running (worker.health)
     waiting_since: dict[str, float] = field(default_factory=dict)
 
     @property
     def pipelines_dir(self) -> Path:
         """The directory this worker follows (the configured one until it has started loading)."""
+        if self.durable is not None:
+            return self.durable.serves_from
         return self.runtime.reconciler.pipelines_dir if self.runtime is not None else pipelines_dir()
 
 

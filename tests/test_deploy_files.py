@@ -108,7 +108,12 @@ def test_systemd_command_writes_units_for_this_install(tmp_path: Path) -> None:
     args = ["systemd", "--name", "rag", "--user", "root", "--pipelines-dir", str(tmp_path / "p"), "-o", str(out)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["rag.env.example", "rag.service", "rag.socket"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "rag-durable.env.example",
+        "rag.env.example",
+        "rag.service",
+        "rag.socket",
+    ]
     service = (out / "rag.service").read_text()
     assert f"ExecStart={BIN_DIR}/gunicorn -c python:hayhooks_gunicorn.gunicorn_conf" in service
     assert f"Environment=HAYHOOKS_PIPELINES_DIR={tmp_path / 'p'}" in service

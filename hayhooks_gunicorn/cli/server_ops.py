@@ -105,7 +105,8 @@ def systemd(
     graceful_timeout: int | None,
     output: str | None,
 ) -> None:
-    """Render <name>.service, <name>.socket and <name>.env.example for this install (this virtualenv's gunicorn).
+    """Render <name>.service, <name>.socket, <name>.env.example and <name>-durable.env.example for this install
+    (this virtualenv's gunicorn).
 
     Example: hayhooks-gunicorn systemd --user hayhooks --pipelines-dir /srv/pipelines -o /etc/systemd/system
     """

@@ -1,4 +1,8 @@
-"""A worker records its state in its state file: at boot, after every reload result, and on a heartbeat."""
+"""A worker records its state in its state file: at boot, after every reload result, and on a heartbeat.
+
+What is recorded comes from a *state source*: the reload runtime's reconciler for a hot-reloading worker, or
+the fixed set a durable worker loaded once (``worker.durable``), which never changes while the worker lives.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +34,9 @@ HEARTBEAT_SECONDS = 2.0
 # How often the heartbeat thread looks for changes it has not written yet (booted, a reload between passes).
 CHECK_SECONDS = 0.25
 
+# Builds this worker's state from its host name and pid: whatever the worker serves right now.
+StateSource = Callable[[str, int], WorkerState]
+
 
 class StateRecorder:
     """Registered as a boot callback (``AppContext.on_boot``) so it starts with the worker's runtime."""
@@ -37,39 +45,31 @@ class StateRecorder:
         self.directory = directory
         self.host = socket.gethostname()
         self.pid = 0
-        self.runtime: WorkerRuntime | None = None
-        self._written: tuple[object, ...] | None = None
+        self.source: StateSource | None = None
+        self._written: WorkerState | None = None
         self._written_at = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
     def __call__(self, runtime: WorkerRuntime) -> None:
-        """Boot callback: record now (booting), then after every change and on a heartbeat."""
-        self.runtime = runtime
-        self.pid = os.getpid()  # the worker's, also when the app was built before fork (preload_app)
-        ensure_state_dir(self.directory)
+        """Boot callback of the reload runtime: record now (booting), then after every change and on a heartbeat."""
         runtime.reconciler.listeners.append(self.on_change)
         runtime.reconciler.dir_listeners.append(self.on_change)
+        self.start(lambda host, pid: reconciler_state(runtime, host, pid))
+
+    def start(self, source: StateSource) -> None:
+        """Record what *source* says now, then on every heartbeat (and on ``on_change``)."""
+        self.source = source
+        self.pid = os.getpid()  # the worker's, also when the app was built before fork (preload_app)
+        ensure_state_dir(self.directory)
         self.record_state(force=True)
         atexit.register(self.stop)
         threading.Thread(target=self._beat, name="cluster-state", daemon=True).start()
 
     def snapshot(self) -> WorkerState:
-        assert self.runtime is not None
-        now = self.runtime.reconciler.snapshot()
-        return WorkerState(
-            host=self.host,
-            pid=self.pid,
-            master_pid=os.getppid(),
-            started_at=self.runtime.started_at,
-            heartbeat=time.time(),
-            booted=self.runtime.booted_at is not None,
-            pipelines={name: s.revision for name, s in sorted(now.served.items())},
-            failures={name: LoadFailure(revision=f.revision, error=f.error) for name, f in sorted(now.failed.items())},
-            serves_from=str(now.serves_from or ""),
-            conflicts=dict(sorted(now.conflicts.items())),
-            traces_socket=listening_socket(),
-        )
+        assert self.source is not None
+        # Every worker, hot-reloading or durable, answers trace reads from its peers on this socket.
+        return self.source(self.host, self.pid).model_copy(update={"traces_socket": listening_socket()})
 
     def record_state(self, force: bool = False) -> None:
         """Write the state file when something changed, or when the heartbeat is due (or *force*)."""
@@ -77,14 +77,7 @@ class StateRecorder:
             if self._stop.is_set():
                 return
             state = self.snapshot()
-            key = (
-                state.booted,
-                state.pipelines,
-                state.failures,
-                state.serves_from,
-                state.conflicts,
-                state.traces_socket,
-            )
+            key = state.model_copy(update={"heartbeat": 0.0})  # everything but the heartbeat
             if not force and key == self._written and time.monotonic() - self._written_at < HEARTBEAT_SECONDS:
                 return
             path = state_file(self.directory, self.host, self.pid)
@@ -111,3 +104,20 @@ class StateRecorder:
             except Exception as e:  # a full disk or a vanished share must not end the heartbeat
                 log.warning("Worker {} cannot write its state to '{}': {}", self.pid, self.directory, e)
                 self._stop.wait(HEARTBEAT_SECONDS)
+
+
+def reconciler_state(runtime: WorkerRuntime, host: str, pid: int) -> WorkerState:
+    """The state source of a hot-reloading worker: what its reconciler serves and failed to load."""
+    now = runtime.reconciler.snapshot()
+    return WorkerState(
+        host=host,
+        pid=pid,
+        master_pid=os.getppid(),
+        started_at=runtime.started_at,
+        heartbeat=time.time(),
+        booted=runtime.booted_at is not None,
+        pipelines={name: s.revision for name, s in sorted(now.served.items())},
+        failures={name: LoadFailure(revision=f.revision, error=f.error) for name, f in sorted(now.failed.items())},
+        serves_from=str(now.serves_from or ""),
+        conflicts=dict(sorted(now.conflicts.items())),
+    )

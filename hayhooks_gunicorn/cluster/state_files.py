@@ -48,6 +48,10 @@ class WorkerState(BaseModel):
     traces_socket: str = ""
     # The real directory (links resolved: a git-sync worktree, a release) this worker serves from
     serves_from: str = ""
+    # A durable worker serves a fixed set: it is replaced, never reloaded in place (worker.durable)
+    durable_mode: bool = False
+    # Durable mode: pipeline name -> the ``durable_revision`` its executions are pinned to (empty otherwise)
+    durable_revisions: dict[str, str] = Field(default_factory=dict)
 
     @property
     def id(self) -> str:

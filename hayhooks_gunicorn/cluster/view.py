@@ -103,10 +103,12 @@ class Progress:
         return {"workers": len(self.workers), "behind": self.behind, "failed": self.failed}
 
 
-def install_cluster(app: FastAPI) -> None:
-    """Record this worker's state once it boots, and serve ``GET /cluster``."""
+def install_cluster(app: FastAPI, record: bool = True) -> None:
+    """Record this worker's state once its reload runtime boots (unless *record* is off: a durable worker records
+    its fixed set itself), and serve ``GET /cluster``."""
     context = app_context(app)
-    context.on_boot.append(StateRecorder(context.state_dir))
+    if record:
+        context.on_boot.append(StateRecorder(context.state_dir))
     app.include_router(router)
 
 

@@ -19,12 +19,16 @@ from hayhooks_gunicorn.settings import MetricsMode, WatchMode, kit_settings, pip
 
 
 def on_starting(server: Any) -> None:
-    """Fail fast, with one sentence, when the installed hayhooks is not one the kit supports; give this master
+    """Fail fast, with one sentence, when the installed hayhooks is not one the kit supports or durable mode cannot
+    boot (``master.durable``); give this master
     its own control socket and hold back gunicorn's early ``READY=1`` (see ``readiness``)."""
     from hayhooks_gunicorn.compat import check_hayhooks
+    from hayhooks_gunicorn.master.durable import check_durable
 
     try:
         check_hayhooks()
+        if warning := check_durable(pipelines_dir()):
+            server.log.warning("%s", warning)
         start_instance(server)
     except KitError as e:
         server.log.error("%s", e)

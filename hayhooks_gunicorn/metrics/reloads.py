@@ -54,6 +54,19 @@ def _lstat_ctime(path: Path) -> float | None:
         return None
 
 
+def record_fixed_set(pipelines: dict[str, str], serves_from: Path) -> None:
+    """A durable worker's counterpart of ``record_reloads``: count it alive, with the fixed set it serves.
+
+    Its set never changes (it is replaced instead), so there is nothing to record after boot.
+    """
+    metrics = instruments()
+    worker = worker_id()
+    metrics.workers.set(1)
+    metrics.pipelines_dir_info.labels(worker, str(serves_from)).set(1)
+    for name, revision in pipelines.items():
+        metrics.revision_info.labels(name, revision, worker).set(1)
+
+
 def record_reloads(runtime: WorkerRuntime) -> None:
     """Boot callback (``AppContext.on_boot``): count this worker alive and record every reconcile result it produces."""
     metrics = instruments()

@@ -1,7 +1,8 @@
 """The ASGI app every worker serves: hayhooks' own app, plus worker identity, health routes and the kit's loader.
 
 hayhooks' lifespan would deploy the whole directory from temp copies (``server/app.py::lifespan``); the kit
-replaces it, so every pipeline is set up exactly once per worker, from its real directory.
+replaces it, so every pipeline is set up exactly once per worker, from its real directory. In durable mode the
+kit keeps hayhooks' app and lifespan whole (``worker.durable``) and adds only its own routes and middleware.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from fastapi.concurrency import run_in_threadpool
 
 from hayhooks_gunicorn.app_context import AppContext, app_context, attach
 from hayhooks_gunicorn.cluster.identity import WorkerHeaderMiddleware
+from hayhooks_gunicorn.cluster.recorder import StateRecorder
 from hayhooks_gunicorn.cluster.state_files import state_dir
 from hayhooks_gunicorn.cluster.view import install_cluster
 from hayhooks_gunicorn.compat import check_hayhooks
 from hayhooks_gunicorn.deploys import install_deploy_routes
-from hayhooks_gunicorn.errors import KitError
 from hayhooks_gunicorn.metrics.endpoint import install_metrics
 from hayhooks_gunicorn.reload import WorkerRuntime, start_runtime
 from hayhooks_gunicorn.reload.names import fixed_routes
-from hayhooks_gunicorn.settings import WatchMode, kit_settings
+from hayhooks_gunicorn.settings import MetricsMode, WatchMode, kit_settings, pipelines_dir
 from hayhooks_gunicorn.traces import install_traces
 from hayhooks_gunicorn.traces.peer import stop as stop_traces_peer
 from hayhooks_gunicorn.worker.health import install_health
@@ -49,6 +50,9 @@ def boot(app: FastAPI) -> WorkerRuntime:
     context = app_context(app)
     if context.runtime is not None:
         return context.runtime
+    if context.durable is not None:
+        msg = "A durable worker loads its fixed set in hayhooks' create_app(); it has no reload runtime"
+        raise RuntimeError(msg)
 
     def created(runtime: WorkerRuntime) -> None:
         context.runtime = runtime
@@ -67,19 +71,29 @@ def create_app() -> FastAPI:
     from hayhooks.server.app import create_app as create_hayhooks_app
     from hayhooks.settings import settings
 
-    if settings.durable_mode:
-        msg = "HAYHOOKS_DURABLE_MODE fixes the pipeline set at startup; serve durable pipelines with `hayhooks run`"
-        raise KitError(msg)
     kit = kit_settings()
     tag_worker_resource()  # before hayhooks' create_app() sets up its OTLP exporter
-    app = create_hayhooks_app()
-    app.router.lifespan_context = lifespan
+    if settings.durable_mode:
+        from hayhooks_gunicorn.worker import durable
+
+        app = durable.build_hayhooks_app(create_hayhooks_app, pipelines_dir())  # loads the fixed set
+    else:
+        app = create_hayhooks_app()
     apply_sync_run(kit.sync_run)
     install_health(app)
     app.add_middleware(WorkerHeaderMiddleware)
     context = AppContext(settings=kit, server_routes=[], state_dir=state_dir(kit))
     attach(app, context)
     install_metrics(app)
+    if settings.durable_mode:
+        directory = pipelines_dir()
+        context.durable = durable.loaded_set(app, directory)
+        recorder = StateRecorder(context.state_dir)
+        durable.record_while_serving(app, context.durable, recorder, metrics=kit.metrics is not MetricsMode.OFF)
+        durable.refuse_deploys(app, directory)
+        install_cluster(app, record=False)
+        return app
+    app.router.lifespan_context = lifespan
     # Deploy calls reach every worker (or say they do not); every worker records its state for GET /cluster.
     install_deploy_routes(app)
     # Before install_cluster: the trace socket must exist when the worker first records its state.

@@ -72,8 +72,11 @@ def post_worker_init(worker: Any) -> None:
     without the worker being killed; ``HAYHOOKS_GUNICORN_LOAD_TIMEOUT`` bounds a load that hangs. No exception
     may leave a hook, so a failure is logged and the worker serves without pipelines.
     """
+    from hayhooks_gunicorn.app_context import app_context
     from hayhooks_gunicorn.worker.app import boot  # the master imports this module: it must stay light
 
+    if app_context(worker.wsgi).durable is not None:  # loaded in create_app(), started by hayhooks' lifespan
+        return
     try:
         boot(worker.wsgi)
     except Exception:
