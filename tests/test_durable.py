@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO, WORKER_HEADER, Server, free_port, wait_until
+from conftest import REPO, WORKER_HEADER, Server, echo_wrapper, free_port, wait_until, write_wrapper
 from redis_server import RedisServer, redis_server
 
 pytestmark = pytest.mark.integration
@@ -162,3 +163,46 @@ def test_durable_set_that_cannot_load_one_line_per_worker(
     # Not asserted: the master's "Reason: App failed to load." line, which gunicorn turns into a traceback of its
     # own when a second worker's exit is reaped while it halts (arbiter.py: reap_workers raises HaltServer in stop()).
     assert "Exception in worker process" not in log and "App failed to load." in log, log
+
+
+def test_a_change_is_rolled_out_by_replacing_workers_while_jobs_and_requests_run(
+    durable_server: Callable[..., Server], pipelines_dir: Path
+) -> None:
+    write_wrapper(pipelines_dir, "plain", echo_wrapper("plain v1"))
+    server = durable_server()
+    old_workers = server.worker_pids()
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            while not stop.is_set():
+                try:
+                    answer = client.post("/plain/run", json={})
+                    if answer.status_code != 200:
+                        failures.append(f"{answer.status_code} {answer.text[:100]}")
+                except httpx.HTTPError as e:
+                    failures.append(repr(e))
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    try:
+        write_wrapper(pipelines_dir, "plain", echo_wrapper("plain v2"))
+        submitted = [server.post(f"/{NAME}/run-durable", json={"value": n}) for n in range(3)]
+        assert [r.status_code for r in submitted] == [202] * 3, [r.text for r in submitted]
+        ids = [r.json()["execution_id"] for r in submitted]
+        wait_until(lambda: server.worker_pids().isdisjoint(old_workers) and len(server.worker_pids()) == 2, 90)
+        assert server.every_worker(lambda r: r.json()["result"] == {"reply": "plain v2"}, "POST", "/plain/run", json={})
+        assert "Rolled the change out: replaced 2 worker(s)" in server.log_text()
+        done = wait_until(lambda: (d := completed(server, ids)) and len(d) == 3 and d, timeout=120, interval=0.5)
+        assert isinstance(done, dict)
+
+        # A changed set that does not load stops the roll; the workers serving now go on serving it.
+        serving = server.worker_pids()
+        write_wrapper(pipelines_dir, "plain", "def broken(:\n")
+        wait_until(lambda: "Roll stopped, the workers keep serving the previous set" in server.log_text(), 60)
+        assert server.worker_pids() == serving and server.proc.poll() is None
+    finally:
+        stop.set()
+        sender.join(timeout=60)
+    assert failures == []

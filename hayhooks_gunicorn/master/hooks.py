@@ -108,10 +108,28 @@ def when_ready(server: Any) -> None:
     try:
         if (current := instance.current()) is not None:
             readiness.announce_when_ready(server, current)
-            if kit_settings().share_models and kit_settings().watch is not WatchMode.OFF:
-                start_rolling_on_change(server, current)
+            if kit_settings().watch is not WatchMode.OFF:
+                if kit_settings().share_models:
+                    start_rolling_on_change(server, current)
+                elif hayhooks_settings().durable_mode:
+                    start_durable_rolling(server, current)
     except Exception:
         server.log.exception("Could not start the readiness watcher")
+
+
+def hayhooks_settings() -> Any:
+    from hayhooks.settings import settings
+
+    return settings
+
+
+def start_durable_rolling(server: Any, current: instance.Instance) -> None:
+    """Durable workers never reload in place: the master checks a changed set, then replaces them one at a time."""
+    from hayhooks_gunicorn.master.roll_on_change import RollOnChange, check_changed
+
+    settings, directory = kit_settings(), pipelines_dir()
+    roll = RollOnChange(server, current, directory, settings, lambda: check_changed(roll.rolled, directory, settings))
+    roll.start()
 
 
 def start_rolling_on_change(server: Any, current: instance.Instance) -> None:

@@ -2,8 +2,11 @@
 
 Used when the workers must not reload in place: under ``HAYHOOKS_GUNICORN_SHARE_MODELS`` a worker that loaded a
 new version itself would hold its own copy of the weights, so instead the master loads the new set (after a
-pre-flight in a separate process), then replaces its workers one at a time from that set (``rolling``); each new
-worker serves before an old one retires, so capacity never drops. A set that fails to load stops the roll: the
+pre-flight in a separate process), then replaces its workers one at a time from that set (``rolling``); in durable
+mode a worker serves the fixed set hayhooks built for it, so each changed pipeline is loaded once in a separate
+process (``check_changed``) and the workers are replaced. Each new worker serves before an old one retires, so
+capacity never drops; a new durable worker that failed to load would make gunicorn stop the master (a worker boot
+error halts the arbiter), which the check prevents. A set that fails to load stops the roll: the
 workers serving now go on serving, the log says why, and the next change of the directory tries again.
 """
 
@@ -82,3 +85,19 @@ class RollOnChange:
 
     def stop(self) -> None:
         self.watcher.stop()
+
+
+def check_changed(rolled: dict[str, str], pipelines_dir: Path, settings: KitSettings) -> dict[str, str]:
+    """Load every pipeline that differs from *rolled* once, each in its own process; name -> error of the failed."""
+    from hayhooks_gunicorn.deploys.preflight import check_in_subprocess
+
+    try:
+        sources = [s for s in scan(pipelines_dir).values() if rolled.get(s.name) != s.revision]
+    except OSError as e:
+        return {"*": f"cannot read '{pipelines_dir}': {e}"}
+    failed: dict[str, str] = {}
+    for source in sources:
+        result = check_in_subprocess(source, pipelines_dir, settings.load_timeout, server_routes=False)
+        if not result.ok:
+            failed[source.name] = result.error or "failed to load"
+    return failed

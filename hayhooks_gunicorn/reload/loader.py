@@ -34,6 +34,7 @@ from hayhooks.server.utils.module_loader import (
     pipeline_modules,
     unload_pipeline_modules,
 )
+from hayhooks.settings import settings as hayhooks_settings
 from haystack.components.agents import Agent  # noqa: F401
 
 from hayhooks_gunicorn.errors import PipelineLoadError
@@ -122,7 +123,9 @@ def prepare(source: PipelineSource) -> PreparedPipeline:
     importlib.invalidate_caches()
     try:
         module = _WrapperModuleLoader(source.name, source.path).load()
-        wrapper = create_pipeline_wrapper_instance(module, allow_durable=False)
+        # Durable wrappers load only in durable mode, as in hayhooks (module_loader.py: allow_durable); there the
+        # kit's loader runs only to check a new set before the master rolls it out (master/roll_on_change.py).
+        wrapper = create_pipeline_wrapper_instance(module, allow_durable=bool(hayhooks_settings.durable_mode))
     except BaseException as e:
         unload_pipeline_modules(source.name)
         sys.modules.update(serving_modules)

@@ -28,7 +28,7 @@ from hayhooks_gunicorn.metrics.reloads import record_fixed_set
 DEPLOY_PATHS = ("/deploy-yaml", "/deploy_files", "/undeploy/{pipeline_name}")
 FIXED_SET = (
     "Durable mode serves a fixed pipeline set, loaded once by every worker: change the pipelines directory '{dir}' "
-    "instead, then replace the workers one at a time (`hayhooks-gunicorn restart`) to serve the new set"
+    "instead: the master then replaces the workers one at a time to serve the new set"
 )
 
 
