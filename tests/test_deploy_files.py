@@ -272,6 +272,7 @@ def test_git_sync_overlay_serves_the_checkout_through_the_link() -> None:
     assert env["HAYHOOKS_GUNICORN_DEPLOY_MODE"] == "reject"
 
 
+@pytest.mark.integration  # loads in a separate Python process (the pre-flight or the check command)
 def test_configmap_variant_serves_its_pipelines(tmp_path: Path) -> None:
     """The read-only overlay's ConfigMap, laid out as the kubelet does (``..data`` symlinks), loads cleanly."""
     resources = rendered("readonly")

@@ -100,6 +100,7 @@ def test_forward_mode_refuses_a_bad_deploy_before_anything_touches_the_disk(
     assert written(client) == []
 
 
+@pytest.mark.integration  # loads in a separate Python process (the pre-flight or the check command)
 def test_forward_mode_writes_a_good_deploy_and_refuses_it_twice_without_overwrite(
     make_client: Callable[..., TestClient],
 ) -> None:

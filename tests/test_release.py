@@ -68,6 +68,7 @@ def test_a_failed_reload_keeps_the_serving_version_and_frees_the_broken_one(kit:
     assert serving() is not None and kit.run(name) == "v1"
 
 
+@pytest.mark.integration  # loads in a separate Python process (the pre-flight or the check command)
 def test_the_replaced_wrapper_is_garbage_after_a_deploy_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A forward-mode deploy over HTTP, then the worker's reload of what it wrote (its watcher's pass)."""
     pipelines = tmp_path / "pipelines"
