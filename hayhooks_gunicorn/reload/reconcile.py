@@ -32,12 +32,9 @@ from hayhooks_gunicorn.reload.loader import install_source_only_imports, prepare
 from hayhooks_gunicorn.reload.names import shadows_route
 from hayhooks_gunicorn.reload.release import release_replaced
 from hayhooks_gunicorn.reload.routes import swap_routes, withdraw_routes
-from hayhooks_gunicorn.reload.scan import YAML_SUFFIXES, PipelineSource, scan
+from hayhooks_gunicorn.reload.scan import PipelineSource, scan
 
 Outcome = Literal["loaded", "failed", "removed"]
-# A pipeline replaced with two renames (old aside, new in: ``cp -r``/``rsync`` scripts, tests) is missing for a
-# moment; a pass that lands there looks again this much later before it withdraws anything.
-REMOVAL_RECHECK_SECONDS = 0.3
 
 
 @dataclass(frozen=True)
@@ -115,8 +112,6 @@ class Reconciler:
 
         Never raises, so neither a gunicorn hook nor the watcher thread can die of a bad file.
         """
-        if self._served_missing():
-            time.sleep(REMOVAL_RECHECK_SECONDS)
         with self._lock:
             resolution = resolve_dir(self.pipelines_dir)
             if resolution.path is None:
@@ -172,15 +167,6 @@ class Reconciler:
         with self._lock:
             stale = [n for n in self.served if n not in desired]
             return sorted({*stale, *self.loading, *(n for n, s in desired.items() if self._needs_load(s))})
-
-    def _served_missing(self) -> bool:
-        """Whether a served pipeline's entry is gone from the directory (a cheap look, before a full pass)."""
-        with self._lock:
-            names = [n for n in self.served if n not in self.loading]
-        base = resolve_dir(self.pipelines_dir).path
-        if base is None or not names:
-            return False
-        return any(not any(os.path.lexists(base / f"{n}{s}") for s in ("", *YAML_SUFFIXES)) for n in names)
 
     def snapshot(self) -> Snapshot:
         """Copies of what this worker serves, failed on and is loading, consistent with each other."""
