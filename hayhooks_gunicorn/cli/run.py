@@ -47,6 +47,13 @@ def gunicorn_command(config: str = CONFIG_MODULE, extra: tuple[str, ...] = ()) -
     help="Where sync pipeline methods run; inline suits CPU-bound pipelines "
     "[default: HAYHOOKS_GUNICORN_SYNC_RUN, else threadpool].",
 )
+@click.option(
+    "--with-chainlit",
+    is_flag=True,
+    default=False,
+    help="Serve hayhooks' Chainlit UI at HAYHOOKS_CHAINLIT_PATH (/chat), one host for every worker "
+    "(same as HAYHOOKS_CHAINLIT_ENABLED=true; needs the 'chainlit' extra).",
+)
 @click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED)
 def run(
     host: str,
@@ -57,6 +64,7 @@ def run(
     deploy_mode: str | None,
     watch: str | None,
     sync_run: str | None,
+    with_chainlit: bool,
     gunicorn_args: tuple[str, ...],
 ) -> None:
     """Start gunicorn with the kit's configuration; arguments after the options go to gunicorn unchanged.
@@ -73,6 +81,8 @@ def run(
         env["HAYHOOKS_GUNICORN_WATCH"] = watch
     if sync_run:
         env["HAYHOOKS_GUNICORN_SYNC_RUN"] = sync_run
+    if with_chainlit:
+        env["HAYHOOKS_CHAINLIT_ENABLED"] = "true"
     extra: list[str] = []
     if workers is not None:
         extra += ["--workers", str(workers)]

@@ -108,6 +108,10 @@ def when_ready(server: Any) -> None:
     try:
         if (current := instance.current()) is not None:
             readiness.announce_when_ready(server, current)
+            if hayhooks_settings().chainlit_enabled:
+                from hayhooks_gunicorn.chat import supervisor
+
+                supervisor.start(server, current.chat_socket)
             if kit_settings().watch is not WatchMode.OFF:
                 if kit_settings().share_models:
                     start_rolling_on_change(server, current)
@@ -170,6 +174,9 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
+    from hayhooks_gunicorn.chat import supervisor
+
+    _attempt(server, "stop the Chainlit UI host", None, supervisor.stop)
     _attempt(server, "remove the cluster state directory", None, release_state_dir)
     if (current := instance.current()) is not None:
         _attempt(server, "remove the ready markers", None, current.remove)

@@ -32,6 +32,11 @@ class Instance:
     def ready_dir(self) -> Path:
         return self.control_socket.with_name(self.control_socket.name + ".ready")
 
+    @property
+    def chat_socket(self) -> Path:
+        """Where the master's Chainlit host listens (``chat``), for every worker to forward to."""
+        return self.control_socket.with_name(self.control_socket.name + ".chat.sock")
+
     def prepare(self) -> None:
         """Create the directories and drop markers a crashed predecessor left behind."""
         if self.derived:

@@ -14,6 +14,8 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from hayhooks_gunicorn.app_context import AppContext, app_context, attach
+from hayhooks_gunicorn.chat.config import take_over_ui
+from hayhooks_gunicorn.chat.forward import install_forwarder
 from hayhooks_gunicorn.cluster.identity import WorkerHeaderMiddleware
 from hayhooks_gunicorn.cluster.recorder import StateRecorder
 from hayhooks_gunicorn.cluster.state_files import state_dir
@@ -73,6 +75,7 @@ def create_app() -> FastAPI:
 
     kit = kit_settings()
     tag_worker_resource()  # before hayhooks' create_app() sets up its OTLP exporter
+    chat_socket = take_over_ui(settings)
     if settings.durable_mode:
         from hayhooks_gunicorn.worker import durable
 
@@ -80,6 +83,8 @@ def create_app() -> FastAPI:
     else:
         app = create_hayhooks_app()
     apply_sync_run(kit.sync_run)
+    if chat_socket is not None:
+        install_forwarder(app, chat_socket, settings.chainlit_path)
     install_health(app)
     app.add_middleware(WorkerHeaderMiddleware)
     context = AppContext(settings=kit, server_routes=[], state_dir=state_dir(kit))
