@@ -89,3 +89,22 @@ def test_a_killed_or_stopped_worker_does_not_fail_or_hang_traces(server: Server)
         response = server.get("/traces?limit=100", headers=AUTH)
         assert response.status_code == 200
     print(f"after SIGKILL of {victim}: 8 of 8 reads answered 200")
+
+
+def test_hayhooks_dashboard_pointed_at_the_kit_shows_every_workers_runs(server: Server) -> None:
+    """hayhooks' own dashboard client, in its one-snapshot mode, validates the merged answer and holds all runs."""
+    import json
+    import subprocess
+    import sys
+
+    served = run_until_both_workers(server)
+    hayhooks = str(Path(sys.executable).with_name("hayhooks"))  # hayhooks has no ``python -m`` entry
+    command = [hayhooks, "dashboard", "--url", server.url, "--once", "--json", "--traces"]
+    env = {**os.environ, "HAYHOOKS_DASHBOARD_TOKEN": TOKEN}
+
+    def snapshot() -> Counter[str]:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return runs_by_worker(json.loads(done.stdout)["tracing"], "traced")
+
+    wait_until(lambda: snapshot() == served, timeout=30, interval=0.5)
