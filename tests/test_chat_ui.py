@@ -8,6 +8,7 @@ websocket, and a real headless Chromium that types a message and reads the pipel
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import shutil
 import signal
@@ -20,7 +21,9 @@ from chat_client import polling_session, socketio_chat
 from conftest import REPO, Server, require_tool, wait_until
 
 pytestmark = pytest.mark.integration
-pytest.importorskip("chainlit", reason="Chainlit is not installed: pip install -e '.[test]' installs it")
+# Not importorskip: importing chainlit writes .chainlit/ into the working directory (chainlit/config.py).
+if importlib.util.find_spec("chainlit") is None:
+    pytest.skip("Chainlit is not installed: pip install -e '.[test]' installs it", allow_module_level=True)
 
 CHAT = {"HAYHOOKS_CHAINLIT_ENABLED": "true"}
 CONNECTED = "Connected to **echo_stream**"

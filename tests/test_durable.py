@@ -11,6 +11,7 @@ import shutil
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -206,3 +207,22 @@ def test_a_change_is_rolled_out_by_replacing_workers_while_jobs_and_requests_run
         stop.set()
         sender.join(timeout=60)
     assert failures == []
+
+
+def test_traces_of_durable_workers_cover_the_whole_server(
+    durable_server: Callable[..., Server], pipelines_dir: Path
+) -> None:
+    """Durable workers keep hayhooks' app whole, and still answer /traces with every worker's runs."""
+    from test_traces_workers import AUTH, TOKEN, run_until_both_workers, runs_by_worker
+
+    write_wrapper(pipelines_dir, "traced", echo_wrapper("traced"))
+    server = durable_server(HAYHOOKS_TRACING_TOKEN=TOKEN)
+    served = run_until_both_workers(server)
+
+    def read() -> Counter[str]:
+        response = server.get("/traces?limit=100", headers=AUTH)
+        assert response.status_code == 200, response.text
+        return runs_by_worker(response.json(), "traced")
+
+    wait_until(lambda: read() == served, timeout=10)
+    assert all(read() == served for _ in range(8))

@@ -92,10 +92,14 @@ async def traces(request: Request, limit: int | None = Query(default=None, gt=0)
     return JSONResponse(response)
 
 
-def install_traces(app: FastAPI) -> None:
-    """Swap hayhooks' ``GET /traces`` for the merged one, and serve this worker's buffer to the others at boot."""
+def install_traces(app: FastAPI, start_at_boot: bool = True) -> bool:
+    """Swap hayhooks' ``GET /traces`` for the merged one, and serve this worker's buffer to the others at boot.
+
+    A durable worker has no reload runtime, so no boot callbacks: it passes ``start_at_boot=False`` and starts the
+    peer from its lifespan (``worker.durable``). Returns whether tracing is on (the route was swapped).
+    """
     if not settings.tracing_enabled:  # hayhooks mounts no /traces then (server/app.py::create_app)
-        return
+        return False
     routes = app.router.routes
     app.include_router(router, prefix=PATH)
     ours = routes.pop()
@@ -110,5 +114,7 @@ def install_traces(app: FastAPI) -> None:
     else:
         routes.append(ours)
     state_dir = app_context(app).state_dir
-    # At boot, in the worker: an app built before fork (preload_app) must listen as the worker, not the master.
-    app_context(app).on_boot.append(lambda runtime: peer.start(state_dir))
+    if start_at_boot:
+        # At boot, in the worker: an app built before fork (preload_app) must listen as the worker, not the master.
+        app_context(app).on_boot.append(lambda runtime: peer.start(state_dir))
+    return True

@@ -94,7 +94,10 @@ def create_app() -> FastAPI:
         directory = pipelines_dir()
         context.durable = durable.loaded_set(app, directory)
         recorder = StateRecorder(context.state_dir)
-        durable.record_while_serving(app, context.durable, recorder, metrics=kit.metrics is not MetricsMode.OFF)
+        traced = install_traces(app, start_at_boot=False)  # /traces for the whole server, as without durable mode
+        durable.record_while_serving(
+            app, context.durable, recorder, metrics=kit.metrics is not MetricsMode.OFF, serve_traces=traced
+        )
         durable.refuse_deploys(app, directory)
         install_cluster(app, record=False)
         return app

@@ -23,6 +23,7 @@ from hayhooks_gunicorn.cluster.recorder import StateRecorder
 from hayhooks_gunicorn.cluster.state_files import WorkerState
 from hayhooks_gunicorn.cluster.view import disk_revisions
 from hayhooks_gunicorn.metrics.reloads import record_fixed_set
+from hayhooks_gunicorn.traces import peer
 
 # hayhooks' deploy and undeploy paths (server/routers/deploy.py, undeploy.py), which durable mode does not mount.
 DEPLOY_PATHS = ("/deploy-yaml", "/deploy_files", "/undeploy/{pipeline_name}")
@@ -87,15 +88,20 @@ def loaded_set(app: FastAPI, pipelines_dir: Path) -> DurableSet:
     )
 
 
-def record_while_serving(app: FastAPI, loaded: DurableSet, recorder: StateRecorder, metrics: bool) -> None:
+def record_while_serving(
+    app: FastAPI, loaded: DurableSet, recorder: StateRecorder, metrics: bool, serve_traces: bool
+) -> None:
     """Wrap hayhooks' lifespan (it starts and drains the durable runtime): record the state (and with *metrics*
-    the kit's gauges) once it serves."""
+    the kit's gauges) once it serves; with *serve_traces*, serve this worker's live traces to the others first, so
+    the state it records names the socket (``traces.peer``)."""
     hayhooks_lifespan = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with hayhooks_lifespan(app):
             loaded.booted = True
+            if serve_traces:
+                peer.start(recorder.directory)
             recorder.start(loaded.state)
             if metrics:
                 record_fixed_set(loaded.pipelines, loaded.serves_from)
@@ -103,6 +109,7 @@ def record_while_serving(app: FastAPI, loaded: DurableSet, recorder: StateRecord
                 yield
             finally:
                 recorder.stop()
+                peer.stop()
 
     app.router.lifespan_context = lifespan
 
