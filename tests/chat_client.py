@@ -54,49 +54,70 @@ def polling_session(base_url: str, expect: str, timeout: float = 30.0) -> list[s
     return workers
 
 
-async def socketio_chat(base_url: str, transport: str, text: str, timeout: float = 30.0) -> dict[str, str]:
-    """Open a chat with python-socketio over *transport*, send *text*, and return the messages' contents once the
-    pipeline's answer ``Echo: <text>`` has arrived. Connections are not reused, so requests spread over workers."""
-    import aiohttp
-    import socketio
+class SocketIOChat:
+    """A chat through python-socketio, as Chainlit's web client holds one: it announces itself on every (re)connect
+    with the same session id, so a reconnect resumes the session the host keeps. Connections are not reused, so
+    polling requests spread over the workers."""
 
-    outputs: dict[str, str] = {}
-    connected, answered = asyncio.Event(), asyncio.Event()
+    def __init__(self, base_url: str, transport: str, timeout: float = 30.0) -> None:
+        self.base_url, self.transport, self.timeout = base_url, transport, timeout
+        self.outputs: dict[str, str] = {}
+        self.connects = 0
+        self._changed = asyncio.Event()
+        self._auth = auth_payload()
 
-    def check() -> None:
-        for output in outputs.values():
-            if "Connected to" in output:
-                connected.set()
-            if f"Echo: {text}" in output:
-                answered.set()
+    async def __aenter__(self) -> SocketIOChat:
+        import aiohttp
+        import socketio
 
-    def message(step: dict[str, str]) -> None:
-        outputs[step["id"]] = step.get("output", "")
-        check()
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+        self.sio = socketio.AsyncClient(http_session=self._session, reconnection_delay=0.2)
+        self.sio.on("connect", self._connected)
+        self.sio.on("new_message", self._message)
+        self.sio.on("update_message", self._message)
+        self.sio.on("stream_token", self._token)
+        await self.sio.connect(self.base_url, socketio_path=SOCKET_PATH, transports=[self.transport], auth=self._auth)
+        await self.wait_for("Connected to")
+        return self
 
-    def token(data: dict[str, str]) -> None:
-        outputs[data["id"]] = outputs.get(data["id"], "") + data["token"]
-        check()
+    async def __aexit__(self, *exc: object) -> None:
+        # Not sio.disconnect(): over polling it waits for the pending long poll, which the server answers only at
+        # its next ping (25 s), with hayhooks alone as under the kit.
+        await self.sio.eio.disconnect(abort=True)
+        await self._session.close()
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
-        sio = socketio.AsyncClient(http_session=session, reconnection=False)
-        sio.on("new_message", message)
-        sio.on("update_message", message)
-        sio.on("stream_token", token)
-        await sio.connect(base_url, socketio_path=SOCKET_PATH, transports=[transport], auth=auth_payload())
-        try:
-            await sio.emit("connection_successful")
-            await asyncio.wait_for(connected.wait(), timeout)
-            sent = {
-                "id": str(uuid.uuid4()),
-                "threadId": "",
-                "name": "User",
-                "type": "user_message",
-                "output": text,
-                "createdAt": datetime.now(timezone.utc).isoformat(),
-            }
-            await sio.emit("client_message", {"message": sent, "fileReferences": []})
-            await asyncio.wait_for(answered.wait(), timeout)
-        finally:
-            await sio.disconnect()
-    return outputs
+    async def _connected(self) -> None:
+        self.connects += 1
+        await self.sio.emit("connection_successful")
+
+    def _message(self, step: dict[str, str]) -> None:
+        self.outputs[step["id"]] = step.get("output", "")
+        self._changed.set()
+
+    def _token(self, data: dict[str, str]) -> None:
+        self.outputs[data["id"]] = self.outputs.get(data["id"], "") + data["token"]
+        self._changed.set()
+
+    def count(self, text: str) -> int:
+        return sum(1 for output in self.outputs.values() if text in output)
+
+    async def wait_for(self, text: str) -> None:
+        async def seen() -> None:
+            while not self.count(text):
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(seen(), self.timeout)
+
+    async def say(self, text: str) -> None:
+        """Send *text* and wait for the pipeline's answer ``Echo: <text>``."""
+        sent = {
+            "id": str(uuid.uuid4()),
+            "threadId": "",
+            "name": "User",
+            "type": "user_message",
+            "output": text,
+            "createdAt": datetime.now(timezone.utc).isoformat(),
+        }
+        await self.sio.emit("client_message", {"message": sent, "fileReferences": []})
+        await self.wait_for(f"Echo: {text}")

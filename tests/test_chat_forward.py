@@ -43,6 +43,11 @@ def host_app() -> FastAPI:
 
         return StreamingResponse(chunks(), headers={"x-from-host": "yes"})
 
+    @app.get("/chat/hold")
+    async def hold() -> dict[str, str]:
+        await asyncio.Event().wait()  # a long poll with nothing to send, for ever
+        return {}
+
     @app.get("/public/logo.txt")
     async def logo() -> dict[str, str]:
         return {"asset": "logo"}
@@ -75,7 +80,9 @@ def socket_dir() -> Iterator[Path]:
 @pytest.fixture
 def host_socket(socket_dir: Path) -> Iterator[Path]:
     path = socket_dir / "chat.sock"
-    server = uvicorn.Server(uvicorn.Config(host_app(), uds=str(path), log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(host_app(), uds=str(path), log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -138,3 +145,30 @@ def test_no_host_is_a_503_and_a_refused_websocket(socket_dir: Path) -> None:
         with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/chat/ws"):
             pass
         assert refused.value.code == 1011
+
+
+def test_a_client_that_leaves_ends_its_forwarded_long_poll(host_socket: Path) -> None:
+    """Without the disconnect watch, forwarding this request would wait for the host for ever."""
+    from hayhooks_gunicorn.chat.forward import ChatForwarder
+
+    async def scenario() -> list[dict[str, object]]:
+        forwarder = ChatForwarder(host_socket)
+        incoming = [{"type": "http.request", "body": b"", "more_body": False}, {"type": "http.disconnect"}]
+        sent: list[dict[str, object]] = []
+
+        async def receive() -> dict[str, object]:
+            if len(incoming) == 1:
+                await asyncio.sleep(0.2)  # the client leaves while the host holds the request
+            return incoming.pop(0)
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": "/chat/hold", "raw_path": b"/chat/hold", "headers": []}
+        try:
+            await asyncio.wait_for(forwarder(scope, receive, send), timeout=20)
+        finally:
+            await forwarder.aclose()
+        return sent
+
+    assert asyncio.run(scenario()) == []  # nothing was sent to the client that left

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from chat_client import polling_session, socketio_chat
+from chat_client import SocketIOChat, polling_session
 from conftest import REPO, Server, require_tool, wait_until
 
 pytestmark = pytest.mark.integration
@@ -29,13 +29,23 @@ CHAT = {"HAYHOOKS_CHAINLIT_ENABLED": "true"}
 CONNECTED = "Connected to **echo_stream**"
 
 
-@pytest.fixture
-def chat_server(start_server: Callable[..., Server], pipelines_dir: Path) -> Server:
+def start_chat_server(start: Callable[..., Server], pipelines: Path) -> Server:
     # The bundled chat example, alone: the UI selects the only chat pipeline by itself.
-    shutil.copytree(REPO / "examples" / "pipelines" / "echo_stream", pipelines_dir / "echo_stream")
-    server = start_server(pipelines_dir, workers=2, env=CHAT)
+    shutil.copytree(REPO / "examples" / "pipelines" / "echo_stream", pipelines / "echo_stream")
+    server = start(pipelines, workers=2, env=CHAT)
     wait_until(lambda: server.get("/chat/").status_code == 200, timeout=30)
     return server
+
+
+@pytest.fixture(scope="module")
+def shared_chat_server(start_module_server: Callable[..., Server], tmp_path_factory: pytest.TempPathFactory) -> Server:
+    """One server for the tests that leave it as they found it."""
+    return start_chat_server(start_module_server, tmp_path_factory.mktemp("chat-pipelines"))
+
+
+@pytest.fixture
+def chat_server(start_server: Callable[..., Server], pipelines_dir: Path) -> Server:
+    return start_chat_server(start_server, pipelines_dir)
 
 
 def chat_host_pids(server: Server) -> set[int]:
@@ -59,9 +69,9 @@ def gone(pid: int) -> bool:
         return True
 
 
-def test_polling_sessions_reach_either_worker_and_all_succeed(chat_server: Server) -> None:
-    assert chat_server.get("/chat/").status_code == 200
-    sessions = [polling_session(chat_server.url, CONNECTED) for _ in range(10)]
+def test_polling_sessions_reach_either_worker_and_all_succeed(shared_chat_server: Server) -> None:
+    assert shared_chat_server.get("/chat/").status_code == 200
+    sessions = [polling_session(shared_chat_server.url, CONNECTED) for _ in range(10)]
     workers = {w for session in sessions for w in session}
     across = sum(1 for session in sessions if len(set(session)) > 1)
     print(f"10 of 10 polling sessions succeeded; {across} had requests answered by both workers {sorted(workers)}")
@@ -69,21 +79,46 @@ def test_polling_sessions_reach_either_worker_and_all_succeed(chat_server: Serve
 
 
 @pytest.mark.parametrize("transport", ["polling", "websocket"])
-def test_a_chat_over_socketio_gets_the_pipelines_answer(chat_server: Server, transport: str) -> None:
-    for n in range(3):
-        outputs = asyncio.run(socketio_chat(chat_server.url, transport, f"hello {n} over {transport}"))
-        assert any(CONNECTED in o for o in outputs.values())
-    assert len(chat_host_pids(chat_server)) == 1
+def test_a_chat_over_socketio_gets_the_pipelines_answer(shared_chat_server: Server, transport: str) -> None:
+    async def chat() -> None:
+        async with SocketIOChat(shared_chat_server.url, transport) as session:
+            for n in range(3):
+                await session.say(f"hello {n} over {transport}")
+
+    asyncio.run(chat())
+    assert len(chat_host_pids(shared_chat_server)) == 1
 
 
-def test_a_browser_sends_a_message_and_sees_the_answer(chat_server: Server) -> None:
+def test_an_open_chat_survives_the_replacement_of_every_worker(chat_server: Server) -> None:
+    """The session lives in the host: the client's reconnect through a new worker resumes it, with no new greeting."""
+    host = chat_host_pids(chat_server)
+    old_workers = chat_server.worker_pids() - host  # the host is a child of the master too
+
+    async def chat() -> SocketIOChat:
+        async with SocketIOChat(chat_server.url, "websocket") as session:
+            await session.say("before")
+            os.kill(chat_server.proc.pid, signal.SIGHUP)  # gunicorn: new workers, then the old ones stop
+
+            def replaced() -> bool:
+                return not chat_server.worker_pids() & old_workers and session.connects >= 2
+
+            await asyncio.to_thread(wait_until, replaced, 60)
+            await session.say("after")
+            return session
+
+    session = asyncio.run(chat())
+    assert session.count("Connected to") == 1
+    assert chat_host_pids(chat_server) == host
+
+
+def test_a_browser_sends_a_message_and_sees_the_answer(shared_chat_server: Server) -> None:
     chromium = require_tool("chromium", "chromium")
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, headless=True)
         try:
             page = browser.new_page()
-            page.goto(f"{chat_server.url}/chat/")
+            page.goto(f"{shared_chat_server.url}/chat/")
             page.get_by_text("Connected to").wait_for(timeout=30_000)
             box = page.locator("#chat-input")
             box.fill("hello from the browser")
@@ -101,7 +136,8 @@ def test_the_master_restarts_a_chat_host_that_died_and_stops_it_last(chat_server
     wait_until(lambda: session_succeeds(chat_server), timeout=30, interval=0.5)
     assert f"Chainlit UI host (pid {first}) exited" in chat_server.log_text()
     (second,) = chat_host_pids(chat_server)
-    socket_files = list(Path(os.environ.get("TMPDIR", "/tmp")).glob("hg-*/**/*.chat.sock"))
+    socket_files = list(Path("/tmp").glob(f"hg-*/hayhooks-gunicorn-*/127.0.0.1-{chat_server.port}.ctl.chat.sock"))
+    assert len(socket_files) == 1
     chat_server.stop()
     wait_until(lambda: gone(second), timeout=10)
     assert not [f for f in socket_files if f.exists()]

@@ -7,6 +7,8 @@ Bodies stream both ways: an engine.io long poll is an HTTP response that the hos
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -63,15 +65,25 @@ class ChatForwarder:
             await forward_websocket(self.socket_path, target(scope), scope, receive, send)
 
     async def forward_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Forward one request; stop as soon as the client leaves. An engine.io long poll would otherwise wait for
+        the host's next packet (up to its 25 s ping interval) for nobody, and hold a stopping worker that long."""
+        body_sent = asyncio.Event()
+        exchange = asyncio.ensure_future(self.exchange(scope, request_body(receive, body_sent), send))
+        left = asyncio.ensure_future(client_left(receive, body_sent))
+        await asyncio.wait({exchange, left}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (exchange, left):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ClientGone):
+            await exchange
+        with contextlib.suppress(asyncio.CancelledError):
+            await left
+
+    async def exchange(self, scope: Scope, body: AsyncIterator[bytes], send: Send) -> None:
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in HOP_BY_HOP]
         client = self.client()
-        request = client.build_request(
-            scope["method"], "http://chat" + target(scope), headers=headers, content=request_body(receive)
-        )
+        request = client.build_request(scope["method"], "http://chat" + target(scope), headers=headers, content=body)
         try:
             response = await client.send(request, stream=True)
-        except ClientGone:
-            return
         except httpx.TransportError:
             await send_unavailable(send)
             return
@@ -94,14 +106,22 @@ def target(scope: Scope) -> str:
     return (path + (b"?" + query if query else b"")).decode("latin-1")
 
 
-async def request_body(receive: Receive) -> AsyncIterator[bytes]:
+async def request_body(receive: Receive, sent: asyncio.Event) -> AsyncIterator[bytes]:
     while True:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
         yield message.get("body", b"")
         if not message.get("more_body", False):
+            sent.set()
             return
+
+
+async def client_left(receive: Receive, body_sent: asyncio.Event) -> None:
+    """Return once the client has disconnected; ``receive`` is read here only after the body has been read."""
+    await body_sent.wait()
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def send_unavailable(send: Send) -> None:

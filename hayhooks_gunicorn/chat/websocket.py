@@ -40,10 +40,12 @@ async def forward_websocket(socket_path: Path, target: str, scope: Scope, receiv
         await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
         to_host = asyncio.create_task(client_to_host(receive, upstream))
         to_client = asyncio.create_task(host_to_client(upstream, send))
-        done, pending = await asyncio.wait({to_host, to_client}, return_when=asyncio.FIRST_COMPLETED)
+        _, pending = await asyncio.wait({to_host, to_client}, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        # Either side may have gone mid-send (uvicorn's ClientDisconnected, websockets' ConnectionClosed): the
+        # forward is over either way, and each task's outcome is collected so none is reported as unretrieved.
+        await asyncio.gather(to_host, to_client, return_exceptions=True)
 
 
 async def client_to_host(receive: Receive, upstream: ClientConnection) -> None:
