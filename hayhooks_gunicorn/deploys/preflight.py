@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hayhooks_gunicorn.forking import no_fork_while_starting
 from hayhooks_gunicorn.reload import PipelineSource, fingerprint
 from hayhooks_gunicorn.reload.scan import Kind
 
@@ -54,18 +55,21 @@ def check_in_subprocess(
     # Sources compile without writing __pycache__ beside them, as in the workers (loader.SourceOnlyLoader).
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     started = time.monotonic()
+    pipe = subprocess.PIPE
+    with no_fork_while_starting():  # the master runs checks from a thread (forking)
+        child = subprocess.Popen(command, stdout=pipe, stderr=pipe, text=True, env=env, stdin=subprocess.DEVNULL)
     try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
-        )
+        stdout, stderr = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
         error = f"Loading pipeline {source.name!r} did not finish within {timeout:g}s"
         return CheckResult(source.name, source.revision, False, time.monotonic() - started, error)
-    for line in reversed(done.stdout.splitlines()):
+    for line in reversed(stdout.splitlines()):
         if line.startswith(MARK):
             return CheckResult(**json.loads(line[len(MARK) :]))
-    tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
-    error = f"The loading process exited with code {done.returncode} before reporting: {tail}"
+    tail = " | ".join((stderr or stdout).strip().splitlines()[-5:])
+    error = f"The loading process exited with code {child.returncode} before reporting: {tail}"
     return CheckResult(source.name, source.revision, False, time.monotonic() - started, error)
 
 
