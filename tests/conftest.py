@@ -63,6 +63,12 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval:
     raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
 
 
+def kit_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m hayhooks_gunicorn *args`` with *env* added to this environment."""
+    command = [sys.executable, "-m", "hayhooks_gunicorn", *args]
+    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
 class Server:
     """One gunicorn master started from the repository's gunicorn.conf.py."""
 

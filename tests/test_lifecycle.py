@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import WORKER_HEADER, Server, echo_wrapper, wait_until, write_wrapper
+from conftest import WORKER_HEADER, Server, echo_wrapper, kit_cli, wait_until, write_wrapper
 
 pytestmark = pytest.mark.integration
 
@@ -60,11 +60,6 @@ class PipelineWrapper(BasePipelineWrapper):
         time.sleep(seconds)
         return {"slept": seconds}
 '''
-
-
-def kit_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "hayhooks_gunicorn", *args]
-    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
 def serves_all(server: Server, expected: dict[str, object]) -> bool:

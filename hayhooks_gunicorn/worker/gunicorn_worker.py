@@ -19,8 +19,10 @@ from uvicorn_worker import UvicornWorker
 from hayhooks_gunicorn import logs
 from hayhooks_gunicorn.master import instance
 
-# Longest a stopping worker waits for connections it accepted to send their request line and headers.
-ACCEPT_GRACE = 0.5
+# Longest a stopping worker waits for its connections with no request under way: one just accepted, to send its
+# request; an idle keep-alive one, to send one more (answered with Connection: close) or to be closed by its client.
+IDLE_GRACE = 1.0
+CLOSE_HEADER = (b"connection", b"close")
 
 
 class KitServer(Server):
@@ -44,21 +46,39 @@ class KitServer(Server):
             self.on_started()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        # uvicorn closes every connection that has no request under way yet (httptools_impl/h11_impl
-        # shutdown(): cycle is None -> transport.close()), including one accepted a moment ago whose request is
-        # still in the socket buffer: that client sees a dropped connection although other workers serve.
-        # Stop accepting first, then let just-accepted connections read their request (bounded).
+        # uvicorn closes every connection that has no request under way (httptools_impl/h11_impl shutdown(): cycle
+        # is None or its response is complete -> transport.close()): one accepted a moment ago whose request is
+        # still in the socket buffer, and an idle keep-alive one its client is about to reuse. Either client sees
+        # a dropped connection although other workers serve. So, before that:
+        # - every response from now on says Connection: close, so a client that sends on its keep-alive
+        #   connection gets an answer and then closes it. Each request's cycle keeps the list it was created with
+        #   (default_headers=server_state.default_headers), which uvicorn replaces once a second in on_tick() while
+        #   serving: appending in place reaches the requests under way since that tick too, and later ones;
+        # - stop accepting, and give those connections up to IDLE_GRACE to send their request or go away.
+        # What remains: a client that sends on a connection idle through the whole grace, just as it is closed,
+        # sees a dropped connection, as with uvicorn's keep-alive timeout at any other time. HTTP lets a client
+        # retry an idempotent request then (RFC 9110 section 9.2.2), but httpx does not retry, and POST /run is not
+        # idempotent.
+        if CLOSE_HEADER not in self.server_state.default_headers:
+            self.server_state.default_headers.append(CLOSE_HEADER)
         for server in self.servers:
             server.close()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + ACCEPT_GRACE
+        deadline = loop.time() + IDLE_GRACE
         while (
             not self.force_exit
             and loop.time() < deadline
-            and any(hasattr(c, "cycle") and c.cycle is None for c in self.server_state.connections)
+            and any(_no_request_under_way(c) for c in self.server_state.connections)
         ):
             await asyncio.sleep(0.01)
         await super().shutdown(sockets=sockets)
+
+
+def _no_request_under_way(connection: Any) -> bool:
+    """An HTTP connection uvicorn's shutdown would close at once; a WebSocket connection has no ``cycle``."""
+    if not hasattr(connection, "cycle"):
+        return False
+    return connection.cycle is None or bool(connection.cycle.response_complete)
 
 
 def post_worker_init(worker: Any) -> None:
