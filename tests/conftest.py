@@ -108,7 +108,11 @@ class Server:
     def every_worker(self, check: Callable[[httpx.Response], bool], method: str, path: str, **kwargs: object) -> bool:
         """True when all workers answered and every answer passed *check* (polled by callers)."""
         seen = self.by_worker(method, path, calls=6 * self.workers, **kwargs)
-        return len(seen) >= self.workers and all(check(r) for rs in seen.values() for r in rs)
+        passed = len(seen) >= self.workers and all(check(r) for rs in seen.values() for r in rs)
+        if not passed:  # shown with the test's captured output when it fails: which worker answered what
+            answers = {worker: sorted({f"{r.status_code} {r.text[:80]}" for r in rs}) for worker, rs in seen.items()}
+            print(f"{method} {path} at {time.strftime('%H:%M:%S')}: {answers}")
+        return passed
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Every worker answered /readyz with 200."""
