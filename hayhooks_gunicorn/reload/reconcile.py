@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from fastapi import FastAPI
 from hayhooks.server.logger import log
@@ -30,52 +29,10 @@ from hayhooks_gunicorn.reload import inherited
 from hayhooks_gunicorn.reload.follow import resolve_dir
 from hayhooks_gunicorn.reload.loader import install_source_only_imports, prepare_first
 from hayhooks_gunicorn.reload.names import shadows_route
+from hayhooks_gunicorn.reload.outcomes import Change, Failure, Served, Snapshot, Unresolved
 from hayhooks_gunicorn.reload.release import release_replaced
 from hayhooks_gunicorn.reload.routes import swap_routes, withdraw_routes
 from hayhooks_gunicorn.reload.scan import PipelineSource, scan
-
-Outcome = Literal["loaded", "failed", "removed"]
-
-
-@dataclass(frozen=True)
-class Served:
-    revision: str
-    location: str  # the real path it was loaded from (links resolved)
-
-
-@dataclass(frozen=True)
-class Failure:
-    revision: str
-    error: str
-
-
-@dataclass(frozen=True)
-class Unresolved:
-    """The configured path has led nowhere since *since* (``time.monotonic()``), for *reason*."""
-
-    since: float
-    reason: str
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    served: dict[str, Served]
-    failed: dict[str, Failure]
-    loading: dict[str, str]  # name -> revision being loaded
-    serves_from: Path | None = None
-    unresolved: Unresolved | None = None
-    conflicts: dict[str, str] = field(default_factory=dict)  # name -> its entries and the one served
-
-
-@dataclass(frozen=True)
-class Change:
-    """One result of a pass, handed to listeners (metrics, cluster state)."""
-
-    name: str
-    outcome: Outcome
-    revision: str
-    seconds: float  # how long the load took
-    error: str | None = None
 
 
 @dataclass
