@@ -28,12 +28,7 @@ REQUIRED = {
         "run_in_threadpool",
     ),
     "hayhooks.server.utils.models": ("PreparedPipeline",),
-    "hayhooks.server.utils.module_loader": (
-        "_PipelineModuleLoader",
-        "create_pipeline_wrapper_instance",
-        "pipeline_modules",
-        "unload_pipeline_modules",
-    ),
+    "hayhooks.server.utils.module_loader": ("_PipelineModuleLoader", "create_pipeline_wrapper_instance"),
     "hayhooks.server.utils.pipeline_paths": ("require_contained_path", "validate_file_keys", "validate_pipeline_name"),
     "hayhooks.settings": ("settings", "StartupDeployStrategy"),
 }

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from fastapi.testclient import TestClient
 from hayhooks.server.pipelines.registry import registry
 from hayhooks.settings import settings as hayhooks_settings
@@ -54,6 +55,7 @@ def test_the_withdrawn_wrapper_is_garbage_after_an_undeploy(kit: Kit) -> None:
     (kit.dir / name / "pipeline_wrapper.py").unlink()
     (kit.dir / name).rmdir()
     kit.sync()
+    wait_until(lambda: name not in kit.reconciler.served, timeout=10)  # the follow-up pass withdraws it
     gc.collect()
     assert old() is None
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from hayhooks.server.pipelines.registry import registry
 
 from hayhooks_gunicorn.reload import Change, Reconciler
+from hayhooks_gunicorn.reload.missing import WITHDRAW_GRACE_SECONDS
 from hayhooks_gunicorn.reload.names import fixed_routes
 
 YAML = """\
@@ -90,6 +94,7 @@ class Kit:
 
     def close(self) -> None:
         self.reconciler.load_timeout = 5.0
+        self.reconciler.missing.grace = 0.0  # withdraw everything in the pass below
         for path in list(self.dir.iterdir()):
             if path.is_dir():
                 for f in path.iterdir():
@@ -98,6 +103,7 @@ class Kit:
             else:
                 path.unlink()
         self.sync()
+        self.reconciler.stop()
 
 
 @pytest.fixture
@@ -196,15 +202,52 @@ def test_a_setup_past_the_load_timeout_fails_and_the_others_serve(kit: Kit) -> N
     assert kit.run(quick) == "quick" and kit.run(slow) == 404
 
 
-def test_a_deleted_pipeline_is_withdrawn(kit: Kit) -> None:
+def test_a_deleted_pipeline_is_withdrawn_once_it_stays_gone(kit: Kit) -> None:
     name = kit.write("gone", wrapper("v1"))
     kit.sync()
     (kit.dir / name / "pipeline_wrapper.py").unlink()
     (kit.dir / name).rmdir()
+    started = time.monotonic()
     kit.sync()
-    assert kit.run(name) == 404 and registry.get(name) is None
+    assert kit.run(name) == "v1"  # it may be on its way back (a replace with two renames)
+    # No further pass is asked for: the one that found it missing scheduled the follow-up that withdraws it.
+    wait_until(lambda: kit.run(name) == 404, timeout=WITHDRAW_GRACE_SECONDS + 5)
+    assert time.monotonic() - started >= WITHDRAW_GRACE_SECONDS
+    assert registry.get(name) is None
     assert kit.changes[-1].outcome == "removed"
     assert not any(isinstance(r, APIRoute) and r.path == f"/{name}/run" for r in kit.app.router.routes)
+
+
+def test_a_pipeline_replaced_with_two_renames_serves_throughout(kit: Kit) -> None:
+    """Old aside, new in: a pass landing between the two renames withdrew the pipeline (404 until the next pass,
+    which only a later file event asked for). Now the old version serves on, and a follow-up pass loads the new
+    one without any further event or call."""
+    name = kit.write("renamed", wrapper("v1"))
+    kit.sync()
+    staged = kit.dir / f".stage-{name}"
+    staged.mkdir()
+    (staged / "pipeline_wrapper.py").write_text(wrapper("v2"))
+    (kit.dir / name).rename(kit.dir / f".old-{name}")
+    kit.sync()  # the pass that lands in the gap
+    assert kit.run(name) == "v1" and name in kit.reconciler.served
+    staged.rename(kit.dir / name)
+    shutil.rmtree(kit.dir / f".old-{name}")
+    wait_until(lambda: kit.run(name) == "v2", timeout=WITHDRAW_GRACE_SECONDS + 5)
+    assert [c.outcome for c in kit.changes if c.name == name] == ["loaded", "loaded"]
+
+
+def test_a_pass_finding_a_pipeline_missing_does_not_wait(kit: Kit) -> None:
+    """The pass only schedules the follow-up: it loads the other pipelines' changes at once (a pass that slept
+    first held them back)."""
+    gone, other = kit.write("gone", wrapper("v1")), kit.write("other", wrapper("v1"))
+    kit.sync()
+    shutil.rmtree(kit.dir / gone)
+    kit.write("other", wrapper("v2"))
+    started = time.monotonic()
+    kit.reconciler.sync()  # starts the load of 'other' and returns
+    assert gone in kit.reconciler.served
+    assert time.monotonic() - started < WITHDRAW_GRACE_SECONDS
+    wait_until(lambda: kit.run(other) == "v2", timeout=10)
 
 
 def test_an_unreadable_directory_withdraws_nothing(kit: Kit, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 from hayhooks_gunicorn.reload.scan import YAML_SUFFIXES, PipelineSource, fingerprint, ignored, pipeline_files, scan
 
 if TYPE_CHECKING:
-    from hayhooks_gunicorn.reload.reconcile import Change, Reconciler
+    from hayhooks_gunicorn.reload.outcomes import Change
+    from hayhooks_gunicorn.reload.reconcile import Reconciler
     from hayhooks_gunicorn.reload.runtime import WorkerRuntime, start_runtime
 
 _LAZY = {
-    "Change": "reconcile",
+    "Change": "outcomes",
     "Reconciler": "reconcile",
     "WorkerRuntime": "runtime",
     "start_runtime": "runtime",

@@ -28,16 +28,17 @@ from typing import Any
 import haystack.tools  # noqa: F401
 from hayhooks.server.utils.deploy_utils import prepare_pipeline_yaml
 from hayhooks.server.utils.models import PreparedPipeline
-from hayhooks.server.utils.module_loader import (
-    _PipelineModuleLoader,
-    create_pipeline_wrapper_instance,
-    pipeline_modules,
-    unload_pipeline_modules,
-)
+from hayhooks.server.utils.module_loader import _PipelineModuleLoader, create_pipeline_wrapper_instance
 from hayhooks.settings import settings as hayhooks_settings
 from haystack.components.agents import Agent  # noqa: F401
 
 from hayhooks_gunicorn.errors import PipelineLoadError
+from hayhooks_gunicorn.reload.modules import (
+    forget_finders_within_roots,
+    invalidate_import_caches,
+    pipeline_modules,
+    unload_pipeline_modules,
+)
 from hayhooks_gunicorn.reload.roots import add_root, within_roots
 from hayhooks_gunicorn.reload.scan import PipelineSource
 
@@ -50,7 +51,11 @@ class SourceOnlyLoader(SourceFileLoader):
 
 
 class _WrapperModuleLoader(_PipelineModuleLoader):
-    """hayhooks' package-style loader, with the wrapper module compiled from source."""
+    """hayhooks' package-style loader, with the wrapper module compiled from source and the old modules unloaded
+    safely while other threads import (``reload.modules``)."""
+
+    def _clear_existing_modules(self) -> None:
+        unload_pipeline_modules(self.package_name)
 
     def _load_wrapper_module(self) -> ModuleType:
         wrapper_path = str(self.dir_path / "pipeline_wrapper.py")
@@ -94,8 +99,7 @@ def install_source_only_imports(pipelines_dir: Path) -> None:
         if not _hook_installed:
             sys.path_hooks.insert(0, _source_only_hook)
             _hook_installed = True
-    for cached in [p for p in list(sys.path_importer_cache) if within_roots(p)]:
-        sys.path_importer_cache.pop(cached, None)
+    forget_finders_within_roots()
 
 
 def forget_deleted_roots() -> None:
@@ -120,7 +124,7 @@ def prepare(source: PipelineSource) -> PreparedPipeline:
 
     serving_modules = pipeline_modules(source.name)
     forget_deleted_roots()
-    importlib.invalidate_caches()
+    invalidate_import_caches()
     try:
         module = _WrapperModuleLoader(source.name, source.path).load()
         # Durable wrappers load only in durable mode, as in hayhooks (module_loader.py: allow_durable); there the

@@ -1,7 +1,8 @@
 """Bring this worker's served pipelines in line with the pipelines directory.
 
 The directory is the single source of truth: each pass scans it, loads what is new or changed (by content
-revision), withdraws what is gone, and keeps the last good version serving when an update fails to load.
+revision), withdraws what stays gone (``reload.missing``), and keeps the last good version serving when an update
+fails to load.
 
 Each pass resolves the configured path again (``reload.follow``) and scans the real directory it leads to, so a
 link swap (git-sync, a ``current`` link) is followed and one pass never mixes two releases. A pipeline whose files
@@ -18,7 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from fastapi import FastAPI
 from hayhooks.server.logger import log
@@ -29,53 +29,12 @@ from hayhooks_gunicorn.errors import InvalidPipelineError
 from hayhooks_gunicorn.reload import inherited
 from hayhooks_gunicorn.reload.follow import resolve_dir
 from hayhooks_gunicorn.reload.loader import install_source_only_imports, prepare_first
+from hayhooks_gunicorn.reload.missing import MissingEntries
 from hayhooks_gunicorn.reload.names import shadows_route
+from hayhooks_gunicorn.reload.outcomes import Change, Failure, Served, Snapshot, Unresolved
 from hayhooks_gunicorn.reload.release import release_replaced
 from hayhooks_gunicorn.reload.routes import swap_routes, withdraw_routes
 from hayhooks_gunicorn.reload.scan import PipelineSource, scan
-
-Outcome = Literal["loaded", "failed", "removed"]
-
-
-@dataclass(frozen=True)
-class Served:
-    revision: str
-    location: str  # the real path it was loaded from (links resolved)
-
-
-@dataclass(frozen=True)
-class Failure:
-    revision: str
-    error: str
-
-
-@dataclass(frozen=True)
-class Unresolved:
-    """The configured path has led nowhere since *since* (``time.monotonic()``), for *reason*."""
-
-    since: float
-    reason: str
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    served: dict[str, Served]
-    failed: dict[str, Failure]
-    loading: dict[str, str]  # name -> revision being loaded
-    serves_from: Path | None = None
-    unresolved: Unresolved | None = None
-    conflicts: dict[str, str] = field(default_factory=dict)  # name -> its entries and the one served
-
-
-@dataclass(frozen=True)
-class Change:
-    """One result of a pass, handed to listeners (metrics, cluster state)."""
-
-    name: str
-    outcome: Outcome
-    revision: str
-    seconds: float  # how long the load took
-    error: str | None = None
 
 
 @dataclass
@@ -103,12 +62,18 @@ class Reconciler:
     _rerun: bool = False  # a pass skipped a name that was busy loading: look again when that load ends
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _slots: threading.Semaphore = field(init=False)
+    # Served names whose entry is missing: withdrawn once missing for a grace period, by a follow-up pass
+    missing: MissingEntries = field(init=False)
 
     def __post_init__(self) -> None:
         self._slots = threading.Semaphore(max(1, self.parallel))
+        self.missing = MissingEntries(self.sync)
+
+    def stop(self) -> None:
+        self.missing.stop()
 
     def sync(self, wait: bool = False) -> None:
-        """One pass: withdraw what is gone, start loading what is new or changed; *wait* for those loads (boot).
+        """One pass: withdraw what stayed gone, start loading what is new or changed; *wait* for those loads (boot).
 
         Never raises, so neither a gunicorn hook nor the watcher thread can die of a bad file.
         """
@@ -124,7 +89,8 @@ class Reconciler:
                 # An unreadable directory (network share hiccup) must not undeploy everything.
                 log.error("Worker {} cannot read pipelines directory '{}': {}", os.getpid(), resolution.path, e)
                 return
-            changes = [self._remove(n) for n in list(self.served) if n not in desired and n not in self.loading]
+            gone = [n for n in self.served if n not in desired and n not in self.loading]
+            changes = [self._remove(n) for n in self.missing.due(gone)]
             for name in [n for n in self.failed if n not in desired]:
                 del self.failed[name]
             for name in [n for n in self.conflicts if n not in desired or desired[n].conflict is None]:

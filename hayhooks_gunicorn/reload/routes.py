@@ -16,7 +16,8 @@ from hayhooks.server.pipelines.models import create_pipeline_metadata
 from hayhooks.server.pipelines.registry import registry
 from hayhooks.server.utils.deploy_utils import _build_run_route, _deploy_lock
 from hayhooks.server.utils.models import PreparedPipeline
-from hayhooks.server.utils.module_loader import unload_pipeline_modules
+
+from hayhooks_gunicorn.reload.modules import unload_pipeline_modules
 
 
 def swap_routes(app: FastAPI, prepared: PreparedPipeline) -> None:

@@ -26,6 +26,7 @@ class WorkerRuntime:
     booted_at: float | None = None
 
     def stop(self) -> None:
+        self.reconciler.stop()
         if self.watcher is not None:
             self.watcher.stop()
 
