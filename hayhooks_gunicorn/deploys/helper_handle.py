@@ -139,6 +139,12 @@ def ask(request: dict[str, Any], timeout: float, env: Mapping[str, str]) -> dict
     return helper.ask({**request, "cwd": key[1]}, timeout)
 
 
+def helper_pid() -> int | None:
+    """The pid of this process's running helper, if any."""
+    helper = _current
+    return helper.process.pid if helper is not None and helper.alive and helper.key[0] == os.getpid() else None
+
+
 def stop() -> None:
     """End this process's helper, if any, and wait for it (it also ends by itself when this process ends)."""
     global _current
