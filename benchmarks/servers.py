@@ -141,10 +141,13 @@ class Server:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def worker_pids(self) -> list[int]:
-        """Workers are the master's children (uvicorn's supervisor also runs a multiprocessing helper)."""
+        """Workers are the master's children (uvicorn's supervisor also runs a multiprocessing helper, the kit's
+        master a pre-flight helper once it checked a pipeline)."""
         pids = children(self.pid)
         if self.kind == "hayhooks_run":
             pids = [p for p in pids if "resource_tracker" not in _cmdline(p)]
+        if self.kind == "kit":
+            pids = [p for p in pids if "hayhooks_gunicorn.deploys.preflight_helper" not in _cmdline(p)]
         return pids
 
     def cpu_seconds(self) -> float:

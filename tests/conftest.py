@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 GUNICORN = [sys.executable, "-m", "gunicorn"]
 WORKER_HEADER = "x-hayhooks-worker"
+PREFLIGHT_HELPER = "hayhooks_gunicorn.deploys.preflight_helper"  # a child of the master that is no worker
 
 
 def free_port() -> int:
@@ -132,9 +133,11 @@ class Server:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def worker_pids(self) -> set[int]:
-        """Current worker PIDs, read from the process table (children of the master)."""
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
-        return {int(p) for p in out.stdout.split()}
+        """Current worker PIDs, read from the process table (children of the master but its pre-flight helper)."""
+        command = ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(self.proc.pid)]  # -ww: never cut the line
+        out = subprocess.run(command, capture_output=True, text=True)
+        lines = [line.split(maxsplit=1) for line in out.stdout.splitlines() if line.strip()]
+        return {int(fields[0]) for fields in lines if PREFLIGHT_HELPER not in fields[-1]}
 
     def stop(self) -> None:
         stop_process(self.proc, timeout=30)

@@ -2,9 +2,13 @@
 
 A pipeline that crashes, hangs, exits or leaves threads behind cannot take the caller (a worker answering a
 deploy call, ``hayhooks-gunicorn check`` or ``deploy``) with it, a slow ``setup()`` holds up nothing else in
-the caller, and pipelines never see each other's modules. The child runs
-``python -m hayhooks_gunicorn.deploys.preflight NAME PATH KIND PIPELINES_DIR [--server-routes]`` and prints
-one marked JSON line.
+the caller, and pipelines never see each other's modules.
+
+Each check runs in a fresh child forked by the caller's warm helper (``preflight_helper``, reached through
+``helper_handle``), which imported Haystack once, so a check does not pay for that import (about 2 s). When
+the helper cannot start or dies, the check runs the cold way: a new
+``python -m hayhooks_gunicorn.deploys.preflight NAME PATH KIND PIPELINES_DIR [--server-routes]`` process, which
+prints one marked JSON line. Both run ``check_here`` and give the same errors.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hayhooks_gunicorn.deploys import helper_handle
 from hayhooks_gunicorn.forking import no_fork_while_starting
 from hayhooks_gunicorn.reload import PipelineSource, fingerprint
 from hayhooks_gunicorn.reload.scan import Kind
@@ -49,13 +54,24 @@ def check_in_subprocess(
     """
     if source.error:
         return CheckResult(source.name, source.revision, False, 0.0, source.error)
-    command = [sys.executable, "-m", __name__, source.name, str(source.path), source.kind, str(pipelines_dir)]
-    if server_routes:
-        command.append("--server-routes")
     # Sources compile without writing __pycache__ beside them, as in the workers (loader.SourceOnlyLoader).
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    args = [source.name, str(source.path), source.kind, str(pipelines_dir)]
+    started = time.monotonic()
+    reply = helper_handle.ask({"args": [*args, server_routes]}, timeout, env)
+    if reply is None:  # no helper: the cold way
+        return _check_in_new_process(source, [*args, "--server-routes"] if server_routes else args, env, timeout)
+    if "result" in reply:
+        return CheckResult(**reply["result"])
+    if reply.get("timeout"):
+        return _timed_out(source, timeout, time.monotonic() - started)
+    return _exited(source, reply["exit"], reply["output"], time.monotonic() - started)
+
+
+def _check_in_new_process(source: PipelineSource, args: list[str], env: dict[str, str], timeout: float) -> CheckResult:
     started = time.monotonic()
     pipe = subprocess.PIPE
+    command = [sys.executable, "-m", __name__, *args]
     with no_fork_while_starting():  # the master runs checks from a thread (forking)
         child = subprocess.Popen(command, stdout=pipe, stderr=pipe, text=True, env=env, stdin=subprocess.DEVNULL)
     try:
@@ -63,17 +79,25 @@ def check_in_subprocess(
     except subprocess.TimeoutExpired:
         child.kill()
         child.communicate()
-        error = f"Loading pipeline {source.name!r} did not finish within {timeout:g}s"
-        return CheckResult(source.name, source.revision, False, time.monotonic() - started, error)
+        return _timed_out(source, timeout, time.monotonic() - started)
     for line in reversed(stdout.splitlines()):
         if line.startswith(MARK):
             return CheckResult(**json.loads(line[len(MARK) :]))
-    tail = " | ".join((stderr or stdout).strip().splitlines()[-5:])
-    error = f"The loading process exited with code {child.returncode} before reporting: {tail}"
-    return CheckResult(source.name, source.revision, False, time.monotonic() - started, error)
+    return _exited(source, child.returncode, stderr or stdout, time.monotonic() - started)
 
 
-def _check_here(name: str, path: Path, kind: Kind, pipelines_dir: Path, server_routes: bool) -> CheckResult:
+def _timed_out(source: PipelineSource, timeout: float, seconds: float) -> CheckResult:
+    error = f"Loading pipeline {source.name!r} did not finish within {timeout:g}s"
+    return CheckResult(source.name, source.revision, False, seconds, error)
+
+
+def _exited(source: PipelineSource, code: int, output: str, seconds: float) -> CheckResult:
+    tail = " | ".join(output.strip().splitlines()[-5:])
+    error = f"The loading process exited with code {code} before reporting: {tail}"
+    return CheckResult(source.name, source.revision, False, seconds, error)
+
+
+def check_here(name: str, path: Path, kind: Kind, pipelines_dir: Path, server_routes: bool) -> CheckResult:
     from hayhooks_gunicorn.reload.loader import install_source_only_imports, prepare
     from hayhooks_gunicorn.reload.names import check_name
 
@@ -116,7 +140,7 @@ def main(argv: list[str]) -> None:
     name, path, kind, pipelines_dir = argv[:4]
     if kind not in ("files", "yaml"):
         raise SystemExit(f"unknown pipeline kind {kind!r}")
-    result = _check_here(name, Path(path), "yaml" if kind == "yaml" else "files", Path(pipelines_dir), len(argv) > 4)
+    result = check_here(name, Path(path), "yaml" if kind == "yaml" else "files", Path(pipelines_dir), len(argv) > 4)
     sys.stdout.write(f"\n{MARK}{json.dumps(asdict(result))}\n")
     sys.stdout.flush()
     # Skip interpreter shutdown: threads a setup() started must not keep this process alive.
