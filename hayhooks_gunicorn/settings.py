@@ -71,6 +71,10 @@ class KitSettings(BaseSettings):
     # A worker whose heartbeat is older than this is left out of the cluster view
     heartbeat_ttl: float = Field(default=10.0, gt=0, le=3600)
 
+    # Seconds a warm pre-flight helper (deploys.preflight_helper) waits for its next check before it exits and gives
+    # its memory back (about 85 MiB); 0 = no helper, every check imports Haystack in a new process
+    preflight_helper_idle: float = Field(default=60.0, ge=0, le=86_400)
+
     # How long GET /traces waits for the other workers' trace buffers; a worker slower than this is left out
     traces_peer_timeout: float = Field(default=1.0, gt=0, le=60)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -177,3 +177,37 @@ def test_a_forked_process_starts_its_own_helper_and_holds_none_of_the_parents_pi
     finally:
         os.close(read_end)
         os.waitpid(pid, 0)
+
+
+@pytest.fixture
+def helper_idle(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    from hayhooks_gunicorn.settings import kit_settings
+
+    def set_idle(seconds: str) -> None:
+        monkeypatch.setenv("HAYHOOKS_GUNICORN_PREFLIGHT_HELPER_IDLE", seconds)
+        kit_settings.cache_clear()
+
+    yield set_idle
+    monkeypatch.delenv("HAYHOOKS_GUNICORN_PREFLIGHT_HELPER_IDLE", raising=False)
+    kit_settings.cache_clear()
+
+
+def test_an_idle_helper_exits_and_the_next_check_starts_another(
+    pipelines_dir: Path, helper_idle: Callable[[str], None]
+) -> None:
+    helper_idle("1")
+    write_wrapper(pipelines_dir, "first", wrapper("self.pipeline = None"))
+    assert check(pipelines_dir, "first").ok
+    first = helper_handle.helper_pid()
+    assert first is not None
+    wait_until(lambda: helper_handle.helper_pid() is None, timeout=30)  # it exited by itself, and was reaped
+    assert not Path(f"/proc/{first}").exists()
+    assert check(pipelines_dir, "first").ok
+    assert helper_handle.helper_pid() not in (None, first)
+
+
+def test_no_helper_when_its_idle_time_is_zero(pipelines_dir: Path, helper_idle: Callable[[str], None]) -> None:
+    helper_idle("0")
+    write_wrapper(pipelines_dir, "cold", wrapper("self.pipeline = None"))
+    assert check(pipelines_dir, "cold").ok
+    assert helper_handle.helper_pid() is None

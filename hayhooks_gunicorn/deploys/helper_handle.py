@@ -21,6 +21,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from hayhooks_gunicorn.forking import no_fork_while_starting
+from hayhooks_gunicorn.settings import kit_settings
 
 # How long past a check's own timeout (which the helper enforces) the caller waits before it gives up on the helper.
 GRACE_S = 10.0
@@ -125,6 +126,8 @@ _inherited: list[Helper] = []
 def ask(request: dict[str, Any], timeout: float, env: Mapping[str, str]) -> dict[str, Any] | None:
     """Send *request* to this process's helper (started now if needed); ``None``: run the check the cold way."""
     global _current
+    if kit_settings().preflight_helper_idle == 0:
+        return None
     key = (os.getpid(), os.getcwd(), tuple(sorted(env.items())))
     with _lock:
         helper = _current

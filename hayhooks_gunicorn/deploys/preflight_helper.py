@@ -68,8 +68,12 @@ def run_child(request: dict[str, Any], result_fd: int, output_fd: int) -> None:
 
 
 class Helper:
-    def __init__(self, protocol_fd: int) -> None:
+    def __init__(self, protocol_fd: int, idle_exit: float) -> None:
         self.protocol_fd = protocol_fd
+        # With no check for this long, exit: the caller starts a new helper for its next check (a request sent
+        # as this one exits gets no reply, and is checked the cold way: helper_handle).
+        self.idle_exit = idle_exit
+        self.last_active = time.monotonic()
         self.parent = os.getppid()
         self.selector = selectors.DefaultSelector()
         self.checks: dict[int, Check] = {}  # by pid
@@ -84,7 +88,7 @@ class Helper:
         self.selector.register(wake_read, selectors.EVENT_READ)
 
     def serve(self) -> None:
-        while self.stdin_open and os.getppid() == self.parent:
+        while self.stdin_open and os.getppid() == self.parent and not self.idle():
             deadline = min((c.deadline for c in self.checks.values()), default=time.monotonic() + 1.0)
             events = self.selector.select(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
             for key, _ in events:
@@ -98,6 +102,12 @@ class Helper:
         for check in list(self.checks.values()):
             _kill(check.pid)
             os.waitpid(check.pid, 0)
+
+    def idle(self) -> bool:
+        if self.checks:
+            self.last_active = time.monotonic()
+            return False
+        return time.monotonic() - self.last_active > self.idle_exit
 
     def read_requests(self) -> None:
         data = os.read(0, 65536)
@@ -226,7 +236,9 @@ def main() -> None:
     sys.stdout.flush()
     # Ctrl-C in a terminal reaches the caller too; the helper ends on the end of file that follows.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    Helper(protocol_fd).serve()
+    from hayhooks_gunicorn.settings import kit_settings
+
+    Helper(protocol_fd, kit_settings().preflight_helper_idle).serve()
 
 
 if __name__ == "__main__":
