@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 import threading
 from pathlib import Path
@@ -64,6 +65,9 @@ def test_workers_serve_the_copy_the_master_loaded(start_server, pipelines_dir: P
     assert "Pipeline 'threaded' is not shared: it started thread(s) poller" in log
     # One whose setup() ends its process never ran in the master: the master is up, the others serve.
     assert "Pipeline 'fatal' is not shared: it failed to load" in log
+    # Workers report the master's failure instead of loading it: none of them ran the os._exit(7).
+    assert not re.search(r"Worker \(pid:\d+\) exited with code 7", log), log[-3000:]
+    assert "failed the master's pre-flight" in log
     assert server.proc.poll() is None
     assert server.every_worker(lambda r: r.status_code == 200, "GET", "/readyz")
     assert server.post("/fatal/run", json={}).status_code == 404

@@ -49,7 +49,7 @@ def load_in_master(pipelines_dir: Path, settings: KitSettings, log: Any) -> dict
         sources = [s for s in scan(pipelines_dir).values() if s.error is None]
     except OSError as e:
         return {"*": f"cannot read '{pipelines_dir}': {e}"}
-    held = inherited.handed_down()
+    held = {**inherited.handed_down(), **inherited.failed()}
     for gone in set(held) - {s.name for s in sources}:
         inherited.forget(gone)
     changed = [s for s in sources if held.get(s.name) != s.revision]
@@ -61,6 +61,7 @@ def load_in_master(pipelines_dir: Path, settings: KitSettings, log: Any) -> dict
         inherited.forget(source.name)  # the old revision is no longer what the workers should serve
         if not check.ok:
             failed[source.name] = check.error or "failed to load"
+            inherited.hand_down_failure(source, failed[source.name])
             log.warning("Pipeline '%s' is not shared: it failed to load (%s)", source.name, check.error)
             continue
         reason = check.fork_unsafe or _load(source, settings.load_timeout)
