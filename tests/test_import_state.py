@@ -38,7 +38,7 @@ def test_pipeline_modules_while_another_thread_imports() -> None:
     thread.start()
     errors: list[BaseException] = []
     try:
-        for _ in range(10_000):
+        for _ in range(1_000):  # hayhooks' own function failed 109 times in 2,000 here
             try:
                 pipeline_modules("no_such_pipeline")
             except RuntimeError as e:  # dictionary changed size during iteration
