@@ -271,6 +271,34 @@ class PipelineWrapper(BasePipelineWrapper):
 '''
 
 
+def setup_wrapper(setup_body: str, reply: str = "ok", imports: str = "") -> str:
+    """A wrapper whose ``setup()`` runs *setup_body* (with os, sys and time imported) and whose run_api answers
+    ``{"reply": <reply>}``: for loads that sleep, print, exit or hang."""
+    return textwrap.dedent(
+        '''
+        import os
+        import sys
+        import time
+        {imports}
+
+        from hayhooks import BasePipelineWrapper
+
+
+        class PipelineWrapper(BasePipelineWrapper):
+            def setup(self) -> None:
+                {setup_body}
+
+            def run_api(self, text: str = "") -> dict:
+                """Answer.
+
+                Args:
+                    text: ignored
+                """
+                return {{"reply": {reply!r}}}
+        '''
+    ).format(imports=imports, setup_body=setup_body, reply=reply)
+
+
 YAML_PIPELINE = """\
 components:
   builder:

@@ -7,12 +7,12 @@ import asyncio
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import uvicorn
+from conftest import wait_until
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
@@ -85,10 +85,7 @@ def host_socket(socket_dir: Path) -> Iterator[Path]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
+    wait_until(lambda: server.started, timeout=10)
     yield path
     server.should_exit = True
     thread.join(timeout=10)

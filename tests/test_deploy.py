@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import YAML_PIPELINE, Server, free_port, wait_until
+from conftest import YAML_PIPELINE, Server, free_port, setup_wrapper, wait_until
 from deploy_helpers import hayhooks_cli, snapshot, thirty_calls, tree, wrapper_files
 
 pytestmark = pytest.mark.integration
@@ -250,28 +250,7 @@ def test_read_only_pipelines_dir_refuses_deploys_and_keeps_serving(kit: Kit) -> 
 
 
 def slow_or_fatal_wrapper(setup_body: str) -> dict[str, str]:
-    return {
-        "pipeline_wrapper.py": textwrap.dedent(
-            f'''
-            import os, time
-
-            from hayhooks import BasePipelineWrapper
-
-
-            class PipelineWrapper(BasePipelineWrapper):
-                def setup(self) -> None:
-                    {setup_body}
-
-                def run_api(self, text: str = "") -> dict:
-                    """Answer.
-
-                    Args:
-                        text: ignored
-                    """
-                    return {{"reply": "loaded"}}
-            '''
-        )
-    }
+    return {"pipeline_wrapper.py": setup_wrapper(setup_body, reply="loaded")}
 
 
 def test_a_slow_preflight_holds_up_no_reload_of_the_worker_that_received_it(kit: Kit) -> None:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import wait_until, write_wrapper
+from conftest import setup_wrapper, wait_until, write_wrapper
 
 from hayhooks_gunicorn.deploys import helper_handle
 from hayhooks_gunicorn.deploys.preflight import CheckResult, check_in_subprocess
@@ -20,32 +20,6 @@ from hayhooks_gunicorn.reload.scan import scan
 pytestmark = pytest.mark.integration
 
 TIMEOUT = 60.0
-
-
-def wrapper(setup_body: str, imports: str = "") -> str:
-    return textwrap.dedent(
-        '''
-        import os
-        import sys
-        import time
-        {imports}
-
-        from hayhooks import BasePipelineWrapper
-
-
-        class PipelineWrapper(BasePipelineWrapper):
-            def setup(self) -> None:
-                {setup_body}
-
-            def run_api(self, text: str = "") -> dict:
-                """Answer.
-
-                Args:
-                    text: ignored
-                """
-                return {{"reply": "ok"}}
-        '''
-    ).format(imports=imports, setup_body=setup_body)
 
 
 def check(pipelines: Path, name: str, timeout: float = TIMEOUT, server_routes: bool = False) -> CheckResult:
@@ -63,11 +37,11 @@ def test_checks_share_one_helper_but_not_their_modules(pipelines_dir: Path) -> N
     write_wrapper(
         pipelines_dir,
         "first",
-        wrapper("sys.modules['left_by_first'] = sys", imports="from first.helper_module import VALUE  # noqa"),
+        setup_wrapper("sys.modules['left_by_first'] = sys", imports="from first.helper_module import VALUE  # noqa"),
         extra={"helper_module.py": "VALUE = 1\n"},
     )
     leaks = "[m for m in sys.modules if m == 'left_by_first' or m.startswith('first')]"
-    write_wrapper(pipelines_dir, "second", wrapper(f"assert not {leaks}, {leaks}"))
+    write_wrapper(pipelines_dir, "second", setup_wrapper(f"assert not {leaks}, {leaks}"))
 
     assert check(pipelines_dir, "first").ok
     helper = helper_handle.helper_pid()
@@ -78,10 +52,10 @@ def test_checks_share_one_helper_but_not_their_modules(pipelines_dir: Path) -> N
 
 
 def test_a_child_that_exits_or_prints_leaves_the_helper_answering(pipelines_dir: Path) -> None:
-    write_wrapper(pipelines_dir, "exits", wrapper("print('last words'); sys.stdout.flush(); os._exit(3)"))
-    write_wrapper(pipelines_dir, "quits", wrapper("sys.exit(4)"))
-    write_wrapper(pipelines_dir, "chatty", wrapper("print('x' * 300_000); print('y' * 300_000, file=sys.stderr)"))
-    write_wrapper(pipelines_dir, "fine", wrapper("pass"))
+    write_wrapper(pipelines_dir, "exits", setup_wrapper("print('last words'); sys.stdout.flush(); os._exit(3)"))
+    write_wrapper(pipelines_dir, "quits", setup_wrapper("sys.exit(4)"))
+    write_wrapper(pipelines_dir, "chatty", setup_wrapper("print('x' * 300_000); print('y' * 300_000, file=sys.stderr)"))
+    write_wrapper(pipelines_dir, "fine", setup_wrapper("pass"))
 
     exits = check(pipelines_dir, "exits")
     assert not exits.ok and exits.error is not None
@@ -97,8 +71,8 @@ def test_a_child_that_exits_or_prints_leaves_the_helper_answering(pipelines_dir:
 def test_a_hanging_child_is_killed_at_the_timeout(pipelines_dir: Path, tmp_path: Path) -> None:
     pid_file = tmp_path / "hanging.pid"
     hang = f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
-    write_wrapper(pipelines_dir, "hangs", wrapper(hang))
-    write_wrapper(pipelines_dir, "fine", wrapper("pass"))
+    write_wrapper(pipelines_dir, "hangs", setup_wrapper(hang))
+    write_wrapper(pipelines_dir, "fine", setup_wrapper("pass"))
     assert check(pipelines_dir, "fine").ok  # the helper is up: the timeout below is all the hanging check's
 
     hangs = check(pipelines_dir, "hangs", timeout=3.0)
@@ -110,8 +84,8 @@ def test_a_hanging_child_is_killed_at_the_timeout(pipelines_dir: Path, tmp_path:
 
 def test_a_killed_helper_is_replaced_and_its_check_runs_the_cold_way(pipelines_dir: Path, tmp_path: Path) -> None:
     started = tmp_path / "slow.started"
-    write_wrapper(pipelines_dir, "slow", wrapper(f"open({str(started)!r}, 'w').close(); time.sleep(3)"))
-    write_wrapper(pipelines_dir, "fine", wrapper("pass"))
+    write_wrapper(pipelines_dir, "slow", setup_wrapper(f"open({str(started)!r}, 'w').close(); time.sleep(3)"))
+    write_wrapper(pipelines_dir, "fine", setup_wrapper("pass"))
     assert check(pipelines_dir, "fine").ok
     first = helper_handle.helper_pid()
     assert first is not None
@@ -142,7 +116,7 @@ def test_concurrent_checks_run_side_by_side(pipelines_dir: Path, tmp_path: Path)
     )
     names = [f"side_{i}" for i in range(8)]
     for name in names:
-        write_wrapper(pipelines_dir, name, wrapper("wait_for_all_eight()", imports=together))
+        write_wrapper(pipelines_dir, name, setup_wrapper("wait_for_all_eight()", imports=together))
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda name: check(pipelines_dir, name), names))
     assert [r.name for r in results] == names
@@ -151,7 +125,7 @@ def test_concurrent_checks_run_side_by_side(pipelines_dir: Path, tmp_path: Path)
 
 
 def test_a_forked_process_starts_its_own_helper_and_holds_none_of_the_parents_pipes(pipelines_dir: Path) -> None:
-    write_wrapper(pipelines_dir, "fine", wrapper("pass"))
+    write_wrapper(pipelines_dir, "fine", setup_wrapper("pass"))
     assert check(pipelines_dir, "fine").ok
     parents = helper_handle.helper_pid()
     read_end, write_end = os.pipe()
@@ -196,7 +170,7 @@ def test_an_idle_helper_exits_and_the_next_check_starts_another(
     pipelines_dir: Path, helper_idle: Callable[[str], None]
 ) -> None:
     helper_idle("1")
-    write_wrapper(pipelines_dir, "first", wrapper("self.pipeline = None"))
+    write_wrapper(pipelines_dir, "first", setup_wrapper("self.pipeline = None"))
     assert check(pipelines_dir, "first").ok
     first = helper_handle.helper_pid()
     assert first is not None
@@ -208,6 +182,6 @@ def test_an_idle_helper_exits_and_the_next_check_starts_another(
 
 def test_no_helper_when_its_idle_time_is_zero(pipelines_dir: Path, helper_idle: Callable[[str], None]) -> None:
     helper_idle("0")
-    write_wrapper(pipelines_dir, "cold", wrapper("self.pipeline = None"))
+    write_wrapper(pipelines_dir, "cold", setup_wrapper("self.pipeline = None"))
     assert check(pipelines_dir, "cold").ok
     assert helper_handle.helper_pid() is None
