@@ -110,6 +110,7 @@ def test_systemd_command_writes_units_for_this_install(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
         "rag-durable.env.example",
+        "rag-sysusers.conf",
         "rag.env.example",
         "rag.service",
         "rag.socket",
