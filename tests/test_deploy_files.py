@@ -110,6 +110,7 @@ def test_systemd_command_writes_units_for_this_install(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
         "rag-durable.env.example",
+        "rag-sysusers.conf",
         "rag.env.example",
         "rag.service",
         "rag.socket",
@@ -130,8 +131,8 @@ def test_systemd_command_writes_units_for_this_install(tmp_path: Path) -> None:
 def test_kubernetes_has_a_base_and_the_overlays() -> None:
     assert (KUBERNETES_DIR / "base" / "kustomization.yaml").is_file()
     assert OVERLAYS == ["durable", "git-sync", "readonly", "shared-volume"]
-    # Nothing beside base/ and overlays/: every manifest is reached through a kustomization.
-    assert sorted(p.name for p in KUBERNETES_DIR.iterdir()) == ["base", "overlays"]
+    # Nothing beside base/, overlays/ and components/: every manifest is reached through a kustomization.
+    assert sorted(p.name for p in KUBERNETES_DIR.iterdir()) == ["base", "components", "overlays"]
 
 
 @cache
@@ -219,7 +220,7 @@ def test_shared_volume_overlay_shares_the_pipelines_and_the_state() -> None:
     resources = rendered("shared-volume")
     pod = resources[("Deployment", "hayhooks")]["spec"]["template"]["spec"]
     claim = resources[("PersistentVolumeClaim", "hayhooks-data")]
-    assert resources[("Service", "hayhooks")]["spec"]["type"] == "LoadBalancer"
+    assert resources[("Service", "hayhooks")]["spec"]["type"] == "ClusterIP"
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
     data = next(v for v in pod["volumes"] if v.get("persistentVolumeClaim"))
     assert data["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
@@ -237,7 +238,7 @@ def test_durable_overlay_runs_several_workers_per_pod_on_one_redis() -> None:
     env = env_of(deployment["spec"]["template"]["spec"]["containers"][0], resources)
     assert env["HAYHOOKS_DURABLE_MODE"] == "true"
     assert deployment["spec"]["replicas"] >= 2 and int(env["WEB_CONCURRENCY"]) >= 2
-    url = re.fullmatch(r"redis://([^:/]+):(\d+)/\d+", env["HAYHOOKS_DURABLE_REDIS_URL"])
+    url = re.fullmatch(r"redis://:\$\(REDIS_PASSWORD\)@([^:/]+):(\d+)/\d+", env["HAYHOOKS_DURABLE_REDIS_URL"])
     assert url, env["HAYHOOKS_DURABLE_REDIS_URL"]
     service = resources[("Service", url.group(1))]
     assert int(url.group(2)) in {p["port"] for p in service["spec"]["ports"]}

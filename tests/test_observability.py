@@ -103,7 +103,7 @@ def test_every_alert_says_what_happened_and_links_its_runbook_in_the_readme() ->
     readme = (REPO / "README.md").read_text()
     runbook = readme[readme.index("## Observability") :]
     anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", runbook, re.M)}
-    assert len(alerts()) == 6
+    assert len(alerts()) == 7
     for name, rule in alerts().items():
         assert rule["labels"]["severity"] in {"warning", "critical"}, name
         annotations = rule["annotations"]

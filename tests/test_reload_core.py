@@ -277,11 +277,12 @@ def test_a_directory_without_a_wrapper_is_reported(kit: Kit) -> None:
     assert "has no pipeline_wrapper.py" in kit.reconciler.failed[name].error
 
 
-def test_pending_lists_what_is_on_disk_but_not_served(kit: Kit) -> None:
+def test_pending_lists_what_the_last_pass_found_but_not_served(kit: Kit) -> None:
     name = kit.write("later", wrapper("v1"))
-    assert kit.reconciler.pending() == [name]
+    assert kit.reconciler.pending() == []  # from memory: no pass has read the directory since the write
     kit.sync()
-    assert kit.reconciler.pending() == []
+    assert kit.reconciler.pending() == [] and name in kit.reconciler.served
+    assert kit.reconciler.snapshot().on_disk[name] == kit.reconciler.served[name]
 
 
 def test_a_hidden_or_temporary_entry_is_not_a_pipeline(kit: Kit) -> None:

@@ -19,7 +19,13 @@ from pathlib import Path
 from hayhooks_gunicorn.errors import KitError
 from hayhooks_gunicorn.settings import pipelines_dir
 
-TEMPLATES = ("hayhooks.service", "hayhooks.socket", "hayhooks.env.example", "hayhooks-durable.env.example")
+TEMPLATES = (
+    "hayhooks.service",
+    "hayhooks.socket",
+    "hayhooks.env.example",
+    "hayhooks-durable.env.example",
+    "hayhooks-sysusers.conf",
+)
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _HOME_PREFIXES = ("/home", "/root", "/run/user")
 

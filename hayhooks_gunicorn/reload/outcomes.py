@@ -38,6 +38,20 @@ class Snapshot:
     serves_from: Path | None = None
     unresolved: Unresolved | None = None
     conflicts: dict[str, str] = field(default_factory=dict)  # name -> its entries and the one served
+    on_disk: dict[str, Served] = field(default_factory=dict)  # what the last pass found, by name
+    scanned_at: float | None = None  # when that pass read the directory (``time.monotonic()``)
+
+    def pending(self) -> list[str]:
+        """Names not served as the last pass found them on disk (loading, gone, new or changed), but for a
+        revision that failed to load: pure, so a health check computes it on the event loop in O(pipelines)."""
+        stale = [name for name in self.served if name not in self.on_disk]
+        changed = [
+            name
+            for name, wanted in self.on_disk.items()
+            if self.served.get(name) != wanted
+            and not ((failed := self.failed.get(name)) and failed.revision == wanted.revision)
+        ]
+        return sorted({*stale, *self.loading, *changed})
 
 
 @dataclass(frozen=True)

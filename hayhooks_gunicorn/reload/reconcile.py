@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,15 +60,21 @@ class Reconciler:
     unresolved: Unresolved | None = None
     # Names defined by more than one entry (``x/`` and ``x.yml``): which entries, and which one this worker serves
     conflicts: dict[str, str] = field(default_factory=dict)
+    # What the last pass found on disk (name -> revision and real path), and when (``time.monotonic()``)
+    on_disk: dict[str, Served] = field(default_factory=dict)
+    scanned_at: float | None = None
     _rerun: bool = False  # a pass skipped a name that was busy loading: look again when that load ends
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _slots: threading.Semaphore = field(init=False)
     # Served names whose entry is missing: withdrawn once missing for a grace period, by a follow-up pass
     missing: MissingEntries = field(init=False)
+    # A consistent copy of the state, replaced at the end of every change: readers take it without the lock
+    _published: Snapshot = field(init=False)
 
     def __post_init__(self) -> None:
         self._slots = threading.Semaphore(max(1, self.parallel))
         self.missing = MissingEntries(self.sync)
+        self._published = self._copy()
 
     def stop(self) -> None:
         self.missing.stop()
@@ -77,7 +84,7 @@ class Reconciler:
 
         Never raises, so neither a gunicorn hook nor the watcher thread can die of a bad file.
         """
-        with self._lock:
+        with self._changing():
             resolution = resolve_dir(self.pipelines_dir)
             if resolution.path is None:
                 self._lost(resolution.reason)
@@ -89,6 +96,8 @@ class Reconciler:
                 # An unreadable directory (network share hiccup) must not undeploy everything.
                 log.error("Worker {} cannot read pipelines directory '{}': {}", os.getpid(), resolution.path, e)
                 return
+            self.on_disk = {name: Served(source.revision, location(source)) for name, source in desired.items()}
+            self.scanned_at = time.monotonic()
             gone = [n for n in self.served if n not in desired and n not in self.loading]
             changes = [self._remove(n) for n in self.missing.due(gone)]
             for name in [n for n in self.failed if n not in desired]:
@@ -121,26 +130,36 @@ class Reconciler:
                 thread.join()
 
     def pending(self) -> list[str]:
-        """Names this worker does not serve as they are on disk (loading, or not yet seen), nor failed on.
-
-        The scan reads the disk without the lock; the served, failed and loading maps are read under it, since
-        loads finishing on their own threads change them.
-        """
-        resolution = resolve_dir(self.pipelines_dir)
-        if resolution.path is None:
-            return []  # nothing is withdrawn meanwhile; /readyz reports the path itself (``unresolved``)
-        desired = scan(resolution.path)
-        with self._lock:
-            stale = [n for n in self.served if n not in desired]
-            return sorted({*stale, *self.loading, *(n for n, s in desired.items() if self._needs_load(s))})
+        """Names this worker does not serve as the last pass found them on disk (loading, or not yet started), nor
+        failed on: from memory, so ``/readyz`` never waits for a disk, nor for a pass or a load holding the lock."""
+        return self._published.pending()
 
     def snapshot(self) -> Snapshot:
-        """Copies of what this worker serves, failed on and is loading, consistent with each other."""
+        """Copies of what this worker serves, failed on, is loading and last found on disk, consistent with each
+        other, taken without the lock: a reference to the copy the last change published."""
+        return self._published
+
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Hold the lock while the state changes, then publish a copy of it for readers that must not wait."""
         with self._lock:
-            loading = {name: source.revision for name, source in self.loading.items()}
-            return Snapshot(
-                dict(self.served), dict(self.failed), loading, self.serves_from, self.unresolved, dict(self.conflicts)
-            )
+            try:
+                yield
+            finally:
+                self._published = self._copy()
+
+    def _copy(self) -> Snapshot:
+        loading = {name: source.revision for name, source in self.loading.items()}
+        return Snapshot(
+            dict(self.served),
+            dict(self.failed),
+            loading,
+            self.serves_from,
+            self.unresolved,
+            dict(self.conflicts),
+            dict(self.on_disk),
+            self.scanned_at,
+        )
 
     def _needs_load(self, source: PipelineSource) -> bool:
         """New, changed, or now living elsewhere (a swapped link); not when this very revision failed to load."""
@@ -190,7 +209,7 @@ class Reconciler:
             except Exception as e:
                 result = e
         seconds = time.monotonic() - started
-        with self._lock:
+        with self._changing():
             del self.loading[source.name]
             replacing = source.name in self.served
             self._note_conflict(source, chosen if isinstance(result, PreparedPipeline) else None)

@@ -4,9 +4,17 @@ A worker serves nothing before it has loaded the directory (``gunicorn_worker.po
 answers at all has loaded it once. After that, "behind" means a change on disk that this worker has not picked
 up: one it is loading now does not count (the old version keeps serving, and every replica loads the same change
 at the same moment: failing readiness then would take every pod out of its Service at once), nor one younger
-than ``HAYHOOKS_GUNICORN_READY_GRACE``; one left unloaded longer (a stuck watcher, events lost on a network
-filesystem) does. A configured path that leads nowhere (a dangling link) is treated the same way: the last good set
-keeps serving, and only once it has led nowhere for longer than the grace period is the answer 503 ``unresolved``.
+than ``HAYHOOKS_GUNICORN_READY_GRACE``; one left unloaded longer does, and so does a directory no pass has read for
+longer than the grace period plus the watcher's quiet re-scan (a stuck watcher, an unreadable network share). A
+configured path that leads nowhere (a dangling link) is treated the same way: the last good set keeps serving, and
+only once it has led nowhere for longer than the grace period is the answer 503 ``unresolved``.
+
+Both checks run on the event loop and read memory only: the reconciler's published snapshot (``Reconciler.snapshot``,
+no lock) and the last pass's view of the disk. hayhooks runs every sync ``run_api`` on Starlette's thread pool
+(``server/utils/deploy_utils.py::_execute_pipeline_run``, anyio's 40 threads a process): a check that went through
+``run_in_threadpool`` too, or read the disk, waited behind those calls, and under load every pod failed its readiness
+probe at once. The answer costs O(pipelines) and no system call. Under ``HAYHOOKS_GUNICORN_SYNC_RUN=inline`` the loop
+itself runs the call, so a busy worker answers nothing until the call ends: the probes' numbers must outlast it.
 """
 
 from __future__ import annotations
@@ -14,11 +22,12 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from hayhooks_gunicorn.app_context import AppContext, app_context
 from hayhooks_gunicorn.cluster.identity import worker_id
+from hayhooks_gunicorn.reload.outcomes import Snapshot
+from hayhooks_gunicorn.reload.watcher import RESCAN_SECONDS
 
 router = APIRouter(tags=["kit"])
 
@@ -40,10 +49,8 @@ async def readyz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "loading", "worker": worker_id()}, status_code=503)
     reconciler = runtime.reconciler
     try:
-        # Both take the reconciler's lock, which a pass holds while it scans: off the event loop.
-        pending, now = await run_in_threadpool(lambda: (reconciler.pending(), reconciler.snapshot()))
-    except OSError as e:
-        return JSONResponse({"status": "unreadable", "worker": worker_id(), "error": str(e)}, status_code=503)
+        now = reconciler.snapshot()
+        pending = now.pending()
     except Exception as e:  # whatever breaks the check, the answer is "not ready", with the reason
         error = f"{type(e).__name__}: {e}"
         return JSONResponse({"status": "check failed", "worker": worker_id(), "error": error}, status_code=503)
@@ -66,7 +73,19 @@ async def readyz(request: Request) -> JSONResponse:
         body["status"] = "unresolved" if lost else ("behind" if stuck else "reloading")
         body["error"] = f"'{reconciler.pipelines_dir}' does not resolve: {now.unresolved.reason}"
         failing = failing or lost
+    elif runtime.watcher is not None and (unscanned := _unscanned_for(now, grace)) is not None:
+        body["status"] = "behind"
+        body["error"] = f"no pass has read '{reconciler.pipelines_dir}' for {unscanned:.0f}s"
+        failing = True
     return JSONResponse(body, status_code=503 if failing else 200)
+
+
+def _unscanned_for(now: Snapshot, grace: float) -> float | None:
+    """Seconds since a pass last read the directory, when longer than the watcher's quiet re-scan plus *grace*."""
+    if now.scanned_at is None:
+        return None
+    age = time.monotonic() - now.scanned_at
+    return age if age > RESCAN_SECONDS + grace else None
 
 
 def _stuck(context: AppContext, waiting: list[str], grace: float) -> list[str]:
