@@ -8,9 +8,11 @@ calls, and a readiness probe with a 5 s timeout then took every loaded pod out o
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import pytest
@@ -18,12 +20,13 @@ from conftest import Server, wait_until, write_wrapper
 
 CALLS = 120
 PROBES = 20
-# Generous: an answer that waits for the pool takes about as long as a call (3 s); an idle one takes milliseconds.
-PROBE_TIMEOUT = 2.0
+# The calls hold their threads until the test releases them, so a check that queued behind the pool gets no answer
+# at all while the probes run; an answer on the event loop takes milliseconds, seconds on a loaded machine.
+PROBE_TIMEOUT = 10.0
 
 SLOW_WRAPPER = '''
+import fcntl
 import os
-import time
 import uuid
 
 from hayhooks import BasePipelineWrapper
@@ -34,18 +37,20 @@ class PipelineWrapper(BasePipelineWrapper):
         self.pipeline = None
 
     def run_api(self, text: str = "") -> dict:
-        """Wait 3 s, as a call to an LLM API does.
+        """Wait, as a call to an LLM API does: until the test releases the calls (at most 60 s).
 
         Args:
             text: ignored
         """
         open(os.path.join(os.environ["SLOW_CALLS_STARTED"], uuid.uuid4().hex), "w").close()
-        time.sleep(3)
+        # Blocks without polling while the test holds its exclusive lock on this file.
+        with open(os.environ["SLOW_CALLS_GATE"]) as gate:
+            fcntl.flock(gate, fcntl.LOCK_SH)
         return {"reply": "done"}
 '''
 
 
-async def _load_and_probe(server: Server, started: Path, path: str) -> tuple[list[float], list[object]]:
+async def _load_and_probe(server: Server, started: Path, gate: BinaryIO, path: str) -> tuple[list[float], list[object]]:
     """Start CALLS calls on fresh connections, wait until a pool is full, probe *path* PROBES times."""
     fresh = httpx.Limits(max_connections=CALLS + 10, max_keepalive_connections=0)  # spread over both workers
     async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=fresh) as calls:
@@ -66,6 +71,7 @@ async def _load_and_probe(server: Server, started: Path, path: str) -> tuple[lis
                 except httpx.TimeoutException as e:
                     answers.append(f"no answer within {PROBE_TIMEOUT}s ({type(e).__name__})")
                 seconds.append(time.perf_counter() - begun)
+        fcntl.flock(gate, fcntl.LOCK_UN)
         results = await asyncio.gather(*tasks)
     assert [r.status_code for r in results] == [200] * CALLS
     return seconds, answers
@@ -79,10 +85,15 @@ def test_checks_answer_while_the_pool_is_full_of_slow_calls(
     started = tmp_path / "started"
     started.mkdir()
     write_wrapper(pipelines_dir, "slow", SLOW_WRAPPER)
-    server = start_server(pipelines_dir, workers=2, env={"SLOW_CALLS_STARTED": str(started)})
+    gate_path = tmp_path / "gate"
+    gate_path.touch()
+    env = {"SLOW_CALLS_STARTED": str(started), "SLOW_CALLS_GATE": str(gate_path)}
+    server = start_server(pipelines_dir, workers=2, env=env)
     wait_until(lambda: server.every_worker(lambda r: r.status_code == 200, "GET", "/readyz"))
 
-    seconds, answers = asyncio.run(_load_and_probe(server, started, path))
+    with gate_path.open("rb") as gate:  # closing it releases the lock too, should the test fail before
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        seconds, answers = asyncio.run(_load_and_probe(server, started, gate, path))
 
     expected = (200, "ready" if path == "/readyz" else "ok")
     assert answers == [expected] * PROBES
