@@ -22,6 +22,7 @@ from typing import Literal
 
 from hayhooks_gunicorn.errors import InvalidPipelineError
 from hayhooks_gunicorn.reload.names import check_name
+from hayhooks_gunicorn.reload.revisions import revision_of
 
 YAML_SUFFIXES = (".yml", ".yaml")
 Kind = Literal["files", "yaml"]
@@ -56,24 +57,28 @@ def ignored(name: str) -> bool:
     return name.startswith(".") or any(fnmatch.fnmatchcase(name, pattern) for pattern in IGNORED_PATTERNS)
 
 
-def scan(pipelines_dir: Path) -> dict[str, PipelineSource]:
+def scan(pipelines_dir: Path, verify: bool = True) -> dict[str, PipelineSource]:
     """Every pipeline of *pipelines_dir* by name; raises ``OSError`` when the directory cannot be read.
 
     A failure to read the directory must not look like "every pipeline was deleted", so it is raised, never
-    turned into an empty result.
+    turned into an empty result. Revisions come from file metadata (``reload.revisions``); hot paths pass
+    *verify* False so they never re-read a file only because its last read is old.
     """
     found: dict[str, list[PipelineSource]] = {}
-    for entry in sorted(pipelines_dir.iterdir()):
+    with os.scandir(pipelines_dir) as listing:
+        entries = sorted(listing, key=lambda e: e.name)
+    for entry in entries:  # DirEntry: the type comes with the listing, a stat only for links
         if ignored(entry.name):
             continue
         kind: Kind
+        stem, suffix = os.path.splitext(entry.name)
         if entry.is_dir():
             name, kind = entry.name, "files"
-        elif entry.is_file() and entry.suffix in YAML_SUFFIXES:
-            name, kind = entry.stem, "yaml"
+        elif entry.is_file() and suffix in YAML_SUFFIXES and stem:
+            name, kind = stem, "yaml"
         else:
             continue
-        found.setdefault(name, []).append(_source(name, entry, kind, pipelines_dir))
+        found.setdefault(name, []).append(_source(name, Path(entry.path), kind, pipelines_dir, verify))
     return {name: _first_of(entries) for name, entries in found.items()}
 
 
@@ -94,40 +99,63 @@ def _first_of(entries: list[PipelineSource]) -> PipelineSource:
     return replace(ordered[0], revision=revision, fallback=chain, conflict=conflict)
 
 
-def _source(name: str, path: Path, kind: Kind, pipelines_dir: Path) -> PipelineSource:
-    error = None
+def _source(name: str, path: Path, kind: Kind, pipelines_dir: Path, verify: bool) -> PipelineSource:
+    error = _name_error(name, pipelines_dir, verify)
+    files = _walk(path, kind)
     try:
-        check_name(name, pipelines_dir)
-    except InvalidPipelineError as e:
-        error = str(e)
-    try:
-        revision = fingerprint(path)
+        revision = revision_of(files, verify)
     except OSError as e:
         # A file that vanished or cannot be read mid-scan: the next event re-scans it.
         revision, error = "unreadable", f"Cannot read pipeline {name!r}: {e}"
-    if kind == "files" and error is None and not (path / "pipeline_wrapper.py").is_file():
+    if kind == "files" and error is None and ("pipeline_wrapper.py", str(path / "pipeline_wrapper.py")) not in files:
         error = f"Pipeline directory '{path.name}' has no pipeline_wrapper.py"
     return PipelineSource(name, path, kind, revision, error)
 
 
+# Name -> why it is refused, as the last verifying scan found it. Whether a name shadows a module depends on
+# sys.path, not on the files, and looking it up costs as much as the rest of a scan: hot paths reuse the answer.
+_name_errors: dict[tuple[str, Path], str | None] = {}
+
+
+def _name_error(name: str, pipelines_dir: Path, verify: bool) -> str | None:
+    key = (name, pipelines_dir)
+    if not verify and key in _name_errors:
+        return _name_errors[key]
+    try:
+        check_name(name, pipelines_dir)
+        error = None
+    except InvalidPipelineError as e:
+        error = str(e)
+    if len(_name_errors) > 10_000:
+        _name_errors.clear()
+    _name_errors[key] = error
+    return error
+
+
 def pipeline_files(path: Path) -> list[Path]:
     """The files that make up a pipeline, relative to its directory, in a stable order."""
-    if path.is_file():
-        return [Path(path.name)]
-    files: list[Path] = []
-    for root, dirs, names in os.walk(path, followlinks=True):
+    return [Path(rel) for rel, _ in _walk(path, "yaml" if path.is_file() else "files")]
+
+
+def _walk(path: Path, kind: Kind) -> list[tuple[str, str]]:
+    """``(relative, full)`` path of every file of a pipeline: os.walk top-down, links followed, names sorted."""
+    if kind == "yaml":
+        return [(path.name, str(path))]
+    files: list[tuple[str, str]] = []
+    top = str(path)
+    for root, dirs, names in os.walk(top, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not ignored(d))
-        rel = Path(root).relative_to(path)
-        files.extend(rel / n for n in sorted(names) if not ignored(n))
+        rel = os.path.relpath(root, top)
+        for n in sorted(names):
+            if not ignored(n):
+                files.append((n if rel == "." else os.path.join(rel, n), os.path.join(root, n)))
     return files
 
 
-def fingerprint(path: Path) -> str:
-    """Short content hash over relative paths and bytes: equal content, equal revision, whatever the mtimes."""
-    digest = hashlib.sha256()
-    base = path.parent if path.is_file() else path
-    for rel in pipeline_files(path):
-        digest.update(str(rel).encode() + b"\0")
-        digest.update((base / rel).read_bytes())
-        digest.update(b"\0")
-    return digest.hexdigest()[:12]
+def fingerprint(path: Path, verify: bool = True) -> str:
+    """Short hash over relative paths and content: equal content, equal revision, whatever the mtimes.
+
+    Content is read only for files whose stat key changed since this process last read them
+    (``reload.revisions``).
+    """
+    return revision_of(_walk(path, "yaml" if path.is_file() else "files"), verify)
