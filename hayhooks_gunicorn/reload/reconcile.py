@@ -129,7 +129,7 @@ class Reconciler:
         resolution = resolve_dir(self.pipelines_dir)
         if resolution.path is None:
             return []  # nothing is withdrawn meanwhile; /readyz reports the path itself (``unresolved``)
-        desired = scan(resolution.path)
+        desired = scan(resolution.path, verify=False)  # a probe never re-reads content (reload.revisions)
         with self._lock:
             stale = [n for n in self.served if n not in desired]
             return sorted({*stale, *self.loading, *(n for n, s in desired.items() if self._needs_load(s))})
