@@ -3,10 +3,13 @@ edit is missed for that: same-size edits in the same second, no-op writes, files
 
 from __future__ import annotations
 
+import builtins
+import io
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import wait_until
@@ -39,6 +42,27 @@ def settled(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(revisions, "RACY_NS", 20_000_000)
     changed = max(path.stat().st_mtime_ns, path.stat().st_ctime_ns)
     wait_until(lambda: time.time_ns() - changed > 40_000_000)
+
+
+def test_a_second_scan_of_an_unchanged_directory_opens_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through ``open`` itself, whatever reads the files: a 2 MB file beside a wrapper is not read again."""
+    write(tmp_path / "p" / "pipeline_wrapper.py", "x = 1")
+    (tmp_path / "p" / "model.bin").write_bytes(os.urandom(2_000_000))
+    written = time.time()
+    wait_until(lambda: time.time() - written > 2.1)  # past RACY_NS: the digests are trusted
+    before = scan(tmp_path)["p"].revision
+    opened: list[str] = []
+    real_open = io.open
+
+    def counting_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(file).startswith(str(tmp_path)):
+            opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", counting_open)
+    monkeypatch.setattr(builtins, "open", counting_open)
+    assert scan(tmp_path)["p"].revision == before
+    assert opened == []
 
 
 def test_same_size_edit_with_the_same_mtime_is_seen(tmp_path: Path) -> None:

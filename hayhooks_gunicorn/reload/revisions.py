@@ -41,7 +41,7 @@ MAX_ENTRIES = 100_000
 StatKey = tuple[int, int, int, int, int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Digest:
     key: StatKey
     digest: bytes
@@ -82,9 +82,9 @@ class DigestCache:
                 self._entries.popitem(last=False)
         return digest
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+    def renew_lock(self) -> None:
+        """In a forked child: the parent's lock may have been held by another thread at the fork."""
+        self._lock = threading.Lock()
 
     @staticmethod
     def _trusted(known: _Digest, verify: bool) -> bool:
@@ -99,6 +99,7 @@ class DigestCache:
 
 # One cache per process: forked workers start with the master's digests, which are valid for the same files.
 digests = DigestCache()
+os.register_at_fork(after_in_child=lambda: digests.renew_lock())
 
 
 def revision_of(files: list[tuple[str, str]], verify: bool = True) -> str:
