@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import operator
 import os
 import re
 import time
@@ -28,6 +29,7 @@ from hayhooks_gunicorn.reload.revisions import revision_of
 from hayhooks_gunicorn.settings import kit_settings
 
 YAML_SUFFIXES = (".yml", ".yaml")
+_BY_NAME = operator.attrgetter("name")
 Kind = Literal["files", "yaml"]
 # Editor and tool droppings that never belong to a pipeline: vim swap files and its 4913 probe, emacs locks,
 # backups and partial downloads.
@@ -74,7 +76,7 @@ def scan(pipelines_dir: Path, verify: bool = True) -> dict[str, PipelineSource]:
     """
     found: dict[str, list[PipelineSource]] = {}
     with os.scandir(pipelines_dir) as listing:
-        entries = sorted(listing, key=lambda e: e.name)
+        entries = sorted(listing, key=_BY_NAME)
     real_dir = os.path.realpath(pipelines_dir)  # once: an entry that is no link lies right in it
     for entry in entries:  # DirEntry: the type comes with the listing, a stat only for links
         if ignored(entry.name):
@@ -125,11 +127,11 @@ def _source(name: str, path: Path, kind: Kind, pipelines_dir: Path, verify: bool
 # (name, directory) -> (when it was checked, why it is refused). Whether a name shadows a module depends on sys.path,
 # not on the files, and looking it up cost as much as the rest of a scan: it is checked again, like a file's
 # content, only after HAYHOOKS_GUNICORN_REHASH_INTERVAL and only by background scans.
-_name_errors: dict[tuple[str, Path], tuple[float, str | None]] = {}
+_name_errors: dict[tuple[str, str], tuple[float, str | None]] = {}
 
 
 def _name_error(name: str, pipelines_dir: Path, verify: bool) -> str | None:
-    key = (name, pipelines_dir)
+    key = (name, str(pipelines_dir))
     known = _name_errors.get(key)
     if known is not None and not (verify and time.monotonic() - known[0] >= kit_settings().rehash_interval):
         return known[1]
@@ -161,7 +163,7 @@ def _walk(path: Path, kind: Kind) -> list[tuple[str, str]]:
         rel, full = pending.pop()
         try:
             with os.scandir(full) as listing:
-                entries = sorted(listing, key=lambda e: e.name)
+                entries = sorted(listing, key=_BY_NAME)
         except OSError:
             continue
         subdirs: list[tuple[str, str]] = []
