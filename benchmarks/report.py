@@ -168,7 +168,17 @@ def context(key: str, scenarios: dict[str, Any]) -> str:
         "reload_rss_growth_mb": f"worker RSS before {rounded(_get(m, 'reload_rss_growth_mb', 'kit_before'), 1)} MiB",
         "naive_reload_rss_growth_mb": "hayhooks run, 1 worker",
     }
+    from benchmarks.scenarios.scale import BASELINE_OF
+
+    scale = d.get("scale", {})
+    for scale_key, (setup, field) in BASELINE_OF.items():
+        figure, base = _get(scale, setup, field), _get(scale, "baseline", field)
+        lines[scale_key] = f"{setup.replace('_', ' ')} {_figure(figure)}, 1 small pipeline {_figure(base)}"
     return lines.get(key, "")
+
+
+def _figure(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, int | float) else "—"
 
 
 def summary(results: dict[str, Any]) -> dict[str, Any]:

@@ -138,6 +138,20 @@ def keys_of(setups: dict[str, Figures], counts: tuple[int, ...]) -> dict[str, fl
     }
 
 
+# Each key: the setup and figure it is read from, shown beside the baseline's in the report.
+BASELINE_OF = {
+    "scale_readyz_p50_ms_large_file": ("large_file", "readyz_p50_ms"),
+    "scale_cluster_p50_ms_large_file": ("large_file", "cluster_p50_ms"),
+    "scale_idle_cpu_s_large_file": ("large_file", "idle_cpu_s"),
+    "scale_readyz_p50_ms_200": ("200_pipelines", "readyz_p50_ms"),
+    "scale_cluster_p50_ms_200": ("200_pipelines", "cluster_p50_ms"),
+    "scale_idle_cpu_s_200": ("200_pipelines", "idle_cpu_s"),
+    "scale_edit_s_200": ("200_pipelines", "edit_p50_s"),
+    "scale_edit_200_over_20": ("20_pipelines", "edit_p50_s"),
+    "scale_boot_s_1000": ("1000_pipelines", "boot_s"),
+    "scale_worker_rss_mb_1000": ("1000_pipelines", "worker_rss_mb"),
+}
+
 COLUMNS = (
     ("boot_s", "boot s"),
     ("worker_rss_mb", "worker RSS MiB"),
