@@ -45,6 +45,12 @@ class Plan:
     memory_reloads: int = 20
     # Wait before reading memory: past the kit's delayed release (reload/release.py: LATER_SECONDS)
     memory_settle_s: float = 7.0
+    # Scale: small pipelines per setup (the keys are named after 20, 200, 1000), the large file beside a wrapper
+    scale_counts: tuple[int, int, int] = (20, 200, 1000)
+    scale_big_file_mb: int = 300
+    scale_requests: int = 200  # /readyz and /cluster calls per setup
+    scale_idle_s: float = 20.0
+    scale_edits: int = 10
 
 
 def full_plan(workdir: Path) -> Plan:
@@ -71,6 +77,8 @@ def quick_plan(workdir: Path) -> Plan:
         deploys=10,
         boot_repeats=1,
         preload=False,
+        scale_idle_s=10.0,
+        scale_edits=5,
     )
 
 
@@ -93,4 +101,9 @@ def tiny_plan(workdir: Path) -> Plan:
         deploys=2,
         memory_reloads=2,
         memory_settle_s=0.5,
+        scale_counts=(2, 3, 4),
+        scale_big_file_mb=2,
+        scale_requests=3,
+        scale_idle_s=0.5,
+        scale_edits=1,
     )

@@ -65,6 +65,16 @@ def goals(poll_interval_s: float = 0.5) -> list[Goal]:
         Goal("pss_4w_over_1w_after_reload", "<=", 1.35, "same after the wrapper was replaced under load"),
         Goal("reload_rss_growth_mb", "<=", 60, "largest worker RSS growth, 20 reloads of a 20 MB pipeline, MiB"),
         Goal("naive_reload_rss_growth_mb", "", None, "same, plain hayhooks redeployed via /deploy_files"),
+        Goal("scale_readyz_p50_ms_large_file", "<=", 10, "/readyz p50 ms, a 300 MB file beside a wrapper"),
+        Goal("scale_cluster_p50_ms_large_file", "<=", 10, "/cluster p50 ms, same"),
+        Goal("scale_idle_cpu_s_large_file", "<=", 0.3, "idle worker CPU s per 20 s, same"),
+        Goal("scale_readyz_p50_ms_200", "<=", 10, "/readyz p50 ms, 200 pipelines"),
+        Goal("scale_cluster_p50_ms_200", "<=", 10, "/cluster p50 ms, 200 pipelines"),
+        Goal("scale_idle_cpu_s_200", "<=", 0.3, "idle worker CPU s per 20 s, 200 pipelines"),
+        Goal("scale_edit_s_200", "<=", 0.3, "edit -> every worker serves it, p50, 200 pipelines"),
+        Goal("scale_edit_200_over_20", "<=", 1.5, "same, 200 pipelines / 20"),
+        Goal("scale_boot_s_1000", "", None, "start -> every worker ready, 1000 pipelines"),
+        Goal("scale_worker_rss_mb_1000", "", None, "largest worker RSS, 1000 pipelines, MiB"),
     ]
 
 
@@ -158,7 +168,17 @@ def context(key: str, scenarios: dict[str, Any]) -> str:
         "reload_rss_growth_mb": f"worker RSS before {rounded(_get(m, 'reload_rss_growth_mb', 'kit_before'), 1)} MiB",
         "naive_reload_rss_growth_mb": "hayhooks run, 1 worker",
     }
+    from benchmarks.scenarios.scale import BASELINE_OF
+
+    scale = d.get("scale", {})
+    for scale_key, (setup, field) in BASELINE_OF.items():
+        figure, base = _get(scale, setup, field), _get(scale, "baseline", field)
+        lines[scale_key] = f"{setup.replace('_', ' ')} {_figure(figure)}, 1 small pipeline {_figure(base)}"
     return lines.get(key, "")
+
+
+def _figure(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, int | float) else "—"
 
 
 def summary(results: dict[str, Any]) -> dict[str, Any]:
@@ -206,6 +226,9 @@ def markdown(results: dict[str, Any]) -> str:
     notes = [f"- {name}: {note}" for name, s in scenarios.items() for note in s.get("notes", [])]
     if notes:
         lines += ["", "Notes:", *notes]
+    for s in scenarios.values():
+        if table := _get(s, "details", "table_md"):  # a scenario's own table (scale: one row per setup)
+            lines += ["", f"{s['title']}:", "", table.rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

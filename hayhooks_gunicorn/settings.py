@@ -58,6 +58,9 @@ class KitSettings(BaseSettings):
     poll_interval_ms: int = Field(default=500, ge=50, le=60_000)
     # Quiet period after the last change before the directory is re-scanned: a multi-file copy loads once
     debounce_ms: int = Field(default=100, ge=10, le=10_000)
+    # Seconds after which a background scan reads a file again even though its size, inode and timestamps are
+    # unchanged (the safety net of revisions from metadata, docs/scale.md); 0 = read every file on every scan
+    rehash_interval: float = Field(default=600.0, ge=0, le=86_400)
 
     # Deadline for one pipeline's load and setup(); a load past it is reported failed and the worker serves on
     load_timeout: float = Field(default=600.0, gt=0, le=86_400)

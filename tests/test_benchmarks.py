@@ -17,7 +17,7 @@ from benchmarks import load, procs, report
 from benchmarks.load import LoadResult, parse_wrk, python_load
 from benchmarks.pipelines import replace_wrapper, trivial, write_pipeline
 from benchmarks.plan import tiny_plan
-from benchmarks.scenarios import Measured, Scenario, Unavailable, clean, overhead
+from benchmarks.scenarios import Measured, Scenario, Unavailable, clean, overhead, scale
 from benchmarks.scenarios.overhead import summarize
 from benchmarks.stats import median, paired_ratio, percentile, ratio
 
@@ -155,6 +155,27 @@ def test_pipelines_are_written_whole_and_replaced_atomically(tmp_path: Path) -> 
     compile(trivial("v3"), "pipeline_wrapper.py", "exec")
 
 
+def test_scale_table_gives_ratios_to_the_baseline_and_keys_from_the_counts() -> None:
+    def figures(pipelines: int, readyz: float, edit: float, big: int = 0) -> scale.Figures:
+        return scale.Figures(pipelines, big, 2.0 * pipelines, 100.0, 150.0, readyz, readyz, 0.1, edit)
+
+    setups = {
+        "baseline": figures(1, 2.0, 0.2),
+        "20_pipelines": figures(20, 3.0, 0.2),
+        "200_pipelines": figures(200, 5.0, 0.25),
+        "1000_pipelines": figures(1000, 9.0, 0.3),
+        "large_file": figures(1, 2.5, 0.2, big=300),
+    }
+    keys = scale.keys_of(setups, (20, 200, 1000))
+    assert keys["scale_edit_200_over_20"] == 1.25 and keys["scale_boot_s_1000"] == 2000.0
+    assert keys["scale_readyz_p50_ms_large_file"] == 2.5
+    assert set(keys) == set(scale.SCENARIO.keys)
+    rows = scale.table(setups).splitlines()
+    assert rows[2].startswith("| 1 small | 2 | 100 |")
+    assert "| 200 small | 400 (200x) |" in rows[4] and "5 (2.5x)" in rows[4]
+    assert rows[6].startswith("| 1 small + 300 MB file |")
+
+
 def _results(summary: dict[str, object], scenarios: dict[str, dict]) -> dict[str, object]:
     return {
         "mode": "tiny",
@@ -271,3 +292,13 @@ def test_tiny_memory_run_measures_reload_growth_of_kit_and_plain_hayhooks(tmp_pa
     assert summary["reload_rss_growth_mb"] is not None and summary["naive_reload_rss_growth_mb"] is not None
     details = json.loads((tmp_path / "latest.json").read_text())["scenarios"]["memory"]["details"]
     assert details["reloads"] == 2 and details["reload_rss_growth_mb"]["kit_before"] > 0
+
+
+@pytest.mark.integration
+def test_tiny_scale_run_measures_every_setup(tmp_path: Path) -> None:
+    summary = tiny_run("scale", tmp_path)
+    assert all(summary[key] is not None for key in scale.SCENARIO.keys)
+    details = json.loads((tmp_path / "latest.json").read_text())["scenarios"]["scale"]["details"]
+    assert [details[s]["pipelines"] for s in ("baseline", "2_pipelines", "3_pipelines", "4_pipelines")] == [1, 2, 3, 4]
+    assert details["large_file"]["big_file_mb"] == 2
+    assert "| 1 small + 2 MB file |" in (tmp_path / "latest.md").read_text()

@@ -135,3 +135,17 @@ def test_the_worker_tag_keeps_the_users_attributes_and_replaces_an_inherited_one
     assert tag_worker_resource() == f"team=search,hayhooks_gunicorn.worker={worker_id()}"
     monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES")
     assert tag_worker_resource() == f"hayhooks_gunicorn.worker={worker_id()}"
+
+
+def test_scan_records_where_each_entry_really_is(tmp_path: Path) -> None:
+    make(
+        tmp_path,
+        {"real/a/pipeline_wrapper.py": "x = 1", "real/b.yml": "components: {}", "elsewhere/c/pipeline_wrapper.py": ""},
+    )
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "real" / "c").symlink_to(tmp_path / "elsewhere" / "c")
+    sources = scan(tmp_path / "link")
+    assert {name: s.real_path for name, s in sources.items()} == {
+        name: os.path.realpath(s.path) for name, s in sources.items()
+    }
+    assert sources["c"].real_path == str(tmp_path / "elsewhere" / "c")

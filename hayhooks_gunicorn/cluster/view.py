@@ -63,7 +63,7 @@ def disk_revisions(pipelines_dir: Path) -> tuple[Path, dict[str, str]]:
     resolution = resolve_dir(pipelines_dir)
     if resolution.path is None:
         raise FileNotFoundError(f"'{pipelines_dir}' does not resolve: {resolution.reason}")
-    return resolution.path, {name: source.revision for name, source in scan(resolution.path).items()}
+    return resolution.path, {name: source.revision for name, source in scan(resolution.path, verify=False).items()}
 
 
 def cluster_view(state_dir: Path, pipelines_dir: Path, ttl: float) -> ClusterView:

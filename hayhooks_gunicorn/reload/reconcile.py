@@ -281,4 +281,4 @@ class Reconciler:
 
 def location(source: PipelineSource) -> str:
     """Where a source's files really are: a link swap changes it even when the content (revision) is the same."""
-    return os.path.realpath(source.path)
+    return source.real_path or os.path.realpath(source.path)

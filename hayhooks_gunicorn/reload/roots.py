@@ -26,6 +26,12 @@ def add_root(root: Path) -> bool:
         return True
 
 
+def known_roots() -> frozenset[Path]:
+    """The roots known now (they only grow: a change of this set is a new root)."""
+    with _lock:
+        return frozenset(_roots)
+
+
 def within_roots(path: str | Path) -> bool:
     """Whether *path* is a known root or lies below one (links resolved; a deleted release still counts)."""
     try:

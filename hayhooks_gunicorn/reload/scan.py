@@ -15,15 +15,21 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import operator
 import os
+import re
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from hayhooks_gunicorn.errors import InvalidPipelineError
 from hayhooks_gunicorn.reload.names import check_name
+from hayhooks_gunicorn.reload.revisions import revision_of
+from hayhooks_gunicorn.settings import kit_settings
 
 YAML_SUFFIXES = (".yml", ".yaml")
+_BY_NAME = operator.attrgetter("name")
 Kind = Literal["files", "yaml"]
 # Editor and tool droppings that never belong to a pipeline: vim swap files and its 4913 probe, emacs locks,
 # backups and partial downloads.
@@ -44,6 +50,8 @@ class PipelineSource:
     fallback: PipelineSource | None = None
     # Set when the name is defined by more than one entry: names them all
     conflict: str | None = None
+    # Where its files really are (links resolved), as the scan found it; None: not known, resolve when asked
+    real_path: str | None = None
 
     @property
     def entry(self) -> str:
@@ -51,29 +59,38 @@ class PipelineSource:
         return self.path.name + ("/" if self.kind == "files" else "")
 
 
+_IGNORED = re.compile("|".join(fnmatch.translate(pattern) for pattern in IGNORED_PATTERNS))
+
+
 def ignored(name: str) -> bool:
     """Hidden entries, caches and editor temp files are never part of a pipeline."""
-    return name.startswith(".") or any(fnmatch.fnmatchcase(name, pattern) for pattern in IGNORED_PATTERNS)
+    return name.startswith(".") or _IGNORED.match(name) is not None
 
 
-def scan(pipelines_dir: Path) -> dict[str, PipelineSource]:
+def scan(pipelines_dir: Path, verify: bool = True) -> dict[str, PipelineSource]:
     """Every pipeline of *pipelines_dir* by name; raises ``OSError`` when the directory cannot be read.
 
     A failure to read the directory must not look like "every pipeline was deleted", so it is raised, never
-    turned into an empty result.
+    turned into an empty result. Revisions come from file metadata (``reload.revisions``); hot paths pass
+    *verify* False so they never re-read a file only because its last read is old.
     """
     found: dict[str, list[PipelineSource]] = {}
-    for entry in sorted(pipelines_dir.iterdir()):
+    with os.scandir(pipelines_dir) as listing:
+        entries = sorted(listing, key=_BY_NAME)
+    real_dir = os.path.realpath(pipelines_dir)  # once: an entry that is no link lies right in it
+    for entry in entries:  # DirEntry: the type comes with the listing, a stat only for links
         if ignored(entry.name):
             continue
         kind: Kind
+        stem, suffix = os.path.splitext(entry.name)
         if entry.is_dir():
             name, kind = entry.name, "files"
-        elif entry.is_file() and entry.suffix in YAML_SUFFIXES:
-            name, kind = entry.stem, "yaml"
+        elif entry.is_file() and suffix in YAML_SUFFIXES and stem:
+            name, kind = stem, "yaml"
         else:
             continue
-        found.setdefault(name, []).append(_source(name, entry, kind, pipelines_dir))
+        real = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real_dir, entry.name)
+        found.setdefault(name, []).append(_source(name, Path(entry.path), kind, pipelines_dir, verify, real))
     return {name: _first_of(entries) for name, entries in found.items()}
 
 
@@ -94,40 +111,75 @@ def _first_of(entries: list[PipelineSource]) -> PipelineSource:
     return replace(ordered[0], revision=revision, fallback=chain, conflict=conflict)
 
 
-def _source(name: str, path: Path, kind: Kind, pipelines_dir: Path) -> PipelineSource:
-    error = None
+def _source(name: str, path: Path, kind: Kind, pipelines_dir: Path, verify: bool, real: str) -> PipelineSource:
+    error = _name_error(name, pipelines_dir, verify)
+    files = _walk(path, kind)
     try:
-        check_name(name, pipelines_dir)
-    except InvalidPipelineError as e:
-        error = str(e)
-    try:
-        revision = fingerprint(path)
+        revision = revision_of(files, verify)
     except OSError as e:
         # A file that vanished or cannot be read mid-scan: the next event re-scans it.
         revision, error = "unreadable", f"Cannot read pipeline {name!r}: {e}"
-    if kind == "files" and error is None and not (path / "pipeline_wrapper.py").is_file():
+    if kind == "files" and error is None and not any(rel == "pipeline_wrapper.py" for rel, _ in files):
         error = f"Pipeline directory '{path.name}' has no pipeline_wrapper.py"
-    return PipelineSource(name, path, kind, revision, error)
+    return PipelineSource(name, path, kind, revision, error, real_path=real)
+
+
+# (name, directory) -> (when it was checked, why it is refused). Whether a name shadows a module depends on sys.path,
+# not on the files, and looking it up cost as much as the rest of a scan: it is checked again, like a file's
+# content, only after HAYHOOKS_GUNICORN_REHASH_INTERVAL and only by background scans.
+_name_errors: dict[tuple[str, str], tuple[float, str | None]] = {}
+
+
+def _name_error(name: str, pipelines_dir: Path, verify: bool) -> str | None:
+    key = (name, str(pipelines_dir))
+    known = _name_errors.get(key)
+    if known is not None and not (verify and time.monotonic() - known[0] >= kit_settings().rehash_interval):
+        return known[1]
+    try:
+        check_name(name, pipelines_dir)
+        error = None
+    except InvalidPipelineError as e:
+        error = str(e)
+    if len(_name_errors) > 10_000:
+        _name_errors.clear()
+    _name_errors[key] = (time.monotonic(), error)
+    return error
 
 
 def pipeline_files(path: Path) -> list[Path]:
     """The files that make up a pipeline, relative to its directory, in a stable order."""
-    if path.is_file():
-        return [Path(path.name)]
-    files: list[Path] = []
-    for root, dirs, names in os.walk(path, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not ignored(d))
-        rel = Path(root).relative_to(path)
-        files.extend(rel / n for n in sorted(names) if not ignored(n))
+    return [Path(rel) for rel, _ in _walk(path, "yaml" if path.is_file() else "files")]
+
+
+def _walk(path: Path, kind: Kind) -> list[tuple[str, str]]:
+    """``(relative, full)`` path of every file of a pipeline, in ``os.walk`` top-down order (a directory's files by
+    name, then its subdirectories by name), links followed; unreadable directories are skipped, as ``os.walk``
+    skips them. One ``scandir`` a directory and the type from its entries: ``os.walk`` cost three times as much."""
+    if kind == "yaml":
+        return [(path.name, str(path))]
+    files: list[tuple[str, str]] = []
+    pending = [("", str(path))]
+    while pending:
+        rel, full = pending.pop()
+        try:
+            with os.scandir(full) as listing:
+                entries = sorted(listing, key=_BY_NAME)
+        except OSError:
+            continue
+        subdirs: list[tuple[str, str]] = []
+        for entry in entries:
+            if ignored(entry.name):
+                continue
+            named = os.path.join(rel, entry.name) if rel else entry.name
+            (subdirs if entry.is_dir() else files).append((named, entry.path))
+        pending.extend(reversed(subdirs))
     return files
 
 
-def fingerprint(path: Path) -> str:
-    """Short content hash over relative paths and bytes: equal content, equal revision, whatever the mtimes."""
-    digest = hashlib.sha256()
-    base = path.parent if path.is_file() else path
-    for rel in pipeline_files(path):
-        digest.update(str(rel).encode() + b"\0")
-        digest.update((base / rel).read_bytes())
-        digest.update(b"\0")
-    return digest.hexdigest()[:12]
+def fingerprint(path: Path, verify: bool = True) -> str:
+    """Short hash over relative paths and content: equal content, equal revision, whatever the mtimes.
+
+    Content is read only for files whose stat key changed since this process last read them
+    (``reload.revisions``).
+    """
+    return revision_of(_walk(path, "yaml" if path.is_file() else "files"), verify)
