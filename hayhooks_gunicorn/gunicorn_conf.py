@@ -71,6 +71,10 @@ def post_worker_init(worker: Any) -> None:
     kit_worker.post_worker_init(worker)
 
 
+def nworkers_changed(server: Any, new_value: int, old_value: int | None) -> None:
+    hooks.nworkers_changed(server, new_value, old_value)
+
+
 def child_exit(server: Any, worker: Any) -> None:
     hooks.child_exit(server, worker)
 
