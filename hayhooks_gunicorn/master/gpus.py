@@ -16,6 +16,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hayhooks_gunicorn.errors import KitError
 
@@ -81,7 +82,15 @@ def missing(entries: list[str], gpus: list[Gpu]) -> list[str]:
     return [e for e in entries if e not in known and not e.startswith("MIG-")]
 
 
-def decide(setting: str | None, environ: dict[str, str], gpus: list[Gpu] | None) -> tuple[Placement, str | None]:
+@dataclass(frozen=True)
+class Note:
+    """One sentence for the master's log at start."""
+
+    text: str
+    warning: bool = True
+
+
+def decide(setting: str | None, environ: dict[str, str], gpus: list[Gpu] | None) -> tuple[Placement, Note | None]:
     """The placement for *setting*, and one sentence to log (a warning, or what ``auto`` found).
 
     Raises :class:`KitError` when a list names a GPU that the machine, which could be asked, does not have.
@@ -91,14 +100,16 @@ def decide(setting: str | None, environ: dict[str, str], gpus: list[Gpu] | None)
     if setting.strip().lower() == "auto":
         if operator := parse_list(environ.get(ENV, "")):
             # the operator (or the container runtime) already chose the GPUs: place within those
-            return Placement(tuple(operator)), f"{SETTING}=auto places workers on {ENV}={','.join(operator)}"
+            return Placement(tuple(operator)), Note(
+                f"{SETTING}=auto places workers on {ENV}={','.join(operator)}", False
+            )
         if not gpus:
-            return Placement(), f"{SETTING}=auto found no GPU; workers are not placed on devices"
+            return Placement(), Note(f"{SETTING}=auto found no GPU; workers are not placed on devices")
         names = tuple(g.name for g in gpus)
-        return Placement(names), f"{SETTING}=auto places workers round-robin on {len(names)} GPU(s)"
+        return Placement(names), Note(f"{SETTING}=auto places workers round-robin on {len(names)} GPU(s)", False)
     entries = parse_list(setting)
     if gpus is None:
-        return Placement(tuple(entries)), (
+        return Placement(tuple(entries)), Note(
             f"{SETTING}={setting} is not checked: this machine lists no GPU (no nvidia-smi, no {PROC_GPUS}); "
             f"workers are told {ENV} as listed"
         )
@@ -113,13 +124,14 @@ def decide(setting: str | None, environ: dict[str, str], gpus: list[Gpu] | None)
 _placement = Placement()
 
 
-def prepare(setting: str | None) -> str | None:
-    """In the master at start: decide the placement (listing GPUs only when the setting needs it)."""
+def prepare(setting: str | None, log: Any) -> None:
+    """In the master at start: decide the placement (listing GPUs only when the setting needs it) and say it."""
     global _placement
     chosen = (setting or "").strip().lower() == "auto" and parse_list(os.environ.get(ENV, ""))
     gpus = list_gpus() if setting and not chosen else None
     _placement, note = decide(setting, dict(os.environ), gpus)
-    return note
+    if note is not None:
+        (log.warning if note.warning else log.info)("%s", note.text)
 
 
 def place(slot: int) -> str | None:

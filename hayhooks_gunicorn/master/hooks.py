@@ -30,8 +30,7 @@ def on_starting(server: Any) -> None:
         check_hayhooks()
         if warning := check_durable(pipelines_dir()):
             server.log.warning("%s", warning)
-        if note := gpus.prepare(kit_settings().gpus):
-            server.log.warning("%s", note)
+        gpus.prepare(kit_settings().gpus, server.log)
         start_instance(server)
     except KitError as e:
         server.log.error("%s", e)
