@@ -65,6 +65,10 @@ def goals(poll_interval_s: float = 0.5) -> list[Goal]:
         Goal("pss_4w_over_1w_after_reload", "<=", 1.35, "same after the wrapper was replaced under load"),
         Goal("reload_rss_growth_mb", "<=", 60, "largest worker RSS growth, 20 reloads of a 20 MB pipeline, MiB"),
         Goal("naive_reload_rss_growth_mb", "", None, "same, plain hayhooks redeployed via /deploy_files"),
+        Goal(
+            "gpu_rps_2v1", "", None, "embedding throughput per GPU, 2 workers per GPU / 1 (HAYHOOKS_GUNICORN_GPUS=auto)"
+        ),
+        Goal("gpu_memory_2v1", "", None, "same, memory used per GPU"),
     ]
 
 
@@ -157,6 +161,8 @@ def context(key: str, scenarios: dict[str, Any]) -> str:
         ),
         "reload_rss_growth_mb": f"worker RSS before {rounded(_get(m, 'reload_rss_growth_mb', 'kit_before'), 1)} MiB",
         "naive_reload_rss_growth_mb": "hayhooks run, 1 worker",
+        "gpu_rps_2v1": f"{_get(d, 'gpus', 'gpus')} GPU(s); rps per GPU {_get(d, 'gpus', 'rps_per_gpu')}",
+        "gpu_memory_2v1": f"MiB per GPU {_get(d, 'gpus', 'memory_mib_per_gpu')}",
     }
     return lines.get(key, "")
 

@@ -72,3 +72,14 @@ def test_listing_falls_back_to_the_driver_directory(tmp_path: Path, monkeypatch:
     (proc / "0000:af:00.0").mkdir()
     assert list_gpus(proc) == [Gpu("0", "GPU-t4t4"), Gpu("1", "")]
     assert list_gpus(tmp_path / "no-driver") is None
+
+
+def test_the_gpu_benchmark_skips_saying_why_where_there_is_no_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks.scenarios import Unavailable
+    from benchmarks.scenarios.gpus import gpu_count
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(Unavailable, match=r"no GPU here \(nvidia-smi not found\)"):
+        gpu_count()

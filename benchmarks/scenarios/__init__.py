@@ -46,7 +46,7 @@ def clean(result: LoadResult, label: str) -> LoadResult:
 
 
 def all_scenarios() -> list[Scenario]:
-    from benchmarks.scenarios import availability, boot, convergence, memory, overhead, reload, scaling
+    from benchmarks.scenarios import availability, boot, convergence, gpus, memory, overhead, reload, scaling
 
     return [
         overhead.SCENARIO,
@@ -56,4 +56,5 @@ def all_scenarios() -> list[Scenario]:
         convergence.SCENARIO,
         boot.SCENARIO,
         memory.SCENARIO,
+        gpus.SCENARIO,
     ]
