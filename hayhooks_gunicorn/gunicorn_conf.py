@@ -45,6 +45,10 @@ logger_class = "hayhooks_gunicorn.logs.KitLogger"
 # gunicorn's own statsd_host / statsd_prefix work unchanged (`--statsd-host`, `--statsd-prefix`).
 hooks.prepare_metrics()
 
+# GPUs
+# HAYHOOKS_GUNICORN_GPUS: each worker's CUDA_VISIBLE_DEVICES by its slot, checked here so --check-config checks it.
+hooks.prepare_gpus()
+
 
 # Server hooks
 def on_starting(server: Any) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Server, kit_cli, wait_until, write_wrapper
+from conftest import GUNICORN, REPO, Server, free_port, kit_cli, wait_until, write_wrapper
 
 pytestmark = pytest.mark.integration
 
@@ -92,3 +93,25 @@ def test_without_the_setting_every_worker_keeps_the_operators_devices(start_serv
     places = wait_until(lambda: placement(server, 2), timeout=60)
     assert sorted(places.values()) == [(0, "7"), (1, "7")]  # type: ignore[attr-defined]
     assert {a["run"][0] for a in told(server).values()} == {"7"}
+
+
+def test_a_list_naming_a_gpu_the_machine_lacks_stops_the_start_in_one_sentence(
+    tmp_path: Path, pipelines_dir: Path
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA T4 (UUID: GPU-0000aaaa-1111-2222-3333-444455556666)'\n")
+    smi.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "HAYHOOKS_PIPELINES_DIR": str(pipelines_dir),
+        "HAYHOOKS_GUNICORN_GPUS": "0,1",
+    }
+    for extra in (["--check-config"], ["--bind", f"127.0.0.1:{free_port()}"]):
+        command = [*GUNICORN, "-c", str(REPO / "gunicorn.conf.py"), *extra]
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1
+        sentence = "Error: HAYHOOKS_GUNICORN_GPUS names GPU(s) 1, which this machine does not have (it has: 0)"
+        assert sentence in result.stderr.splitlines()

@@ -120,18 +120,31 @@ def decide(setting: str | None, environ: dict[str, str], gpus: list[Gpu] | None)
     return Placement(tuple(entries)), None
 
 
-# The placement of this master, decided in on_starting; forked workers inherit it.
+# The placement of this master, decided once while gunicorn first reads its configuration; workers inherit it.
 _placement = Placement()
+_note: Note | None = None
+_decided = False
 
 
-def prepare(setting: str | None, log: Any) -> None:
-    """In the master at start: decide the placement (listing GPUs only when the setting needs it) and say it."""
-    global _placement
+def prepare(setting: str | None) -> None:
+    """In the master, once per process: decide the placement (listing GPUs only when the setting needs it).
+
+    Once, because gunicorn reads its configuration again on HUP, and the GPUs a running master places on do not
+    change under it. Raises :class:`KitError` as ``decide`` does.
+    """
+    global _placement, _note, _decided
+    if _decided:
+        return
     chosen = (setting or "").strip().lower() == "auto" and parse_list(os.environ.get(ENV, ""))
     gpus = list_gpus() if setting and not chosen else None
-    _placement, note = decide(setting, dict(os.environ), gpus)
-    if note is not None:
-        (log.warning if note.warning else log.info)("%s", note.text)
+    _placement, _note = decide(setting, dict(os.environ), gpus)
+    _decided = True
+
+
+def log_placement(log: Any) -> None:
+    """At start, what ``prepare`` found, as one line: info for what ``auto`` chose, a warning otherwise."""
+    if _note is not None:
+        (log.warning if _note.warning else log.info)("%s", _note.text)
 
 
 def place(slot: int) -> str | None:

@@ -30,7 +30,7 @@ def on_starting(server: Any) -> None:
         check_hayhooks()
         if warning := check_durable(pipelines_dir()):
             server.log.warning("%s", warning)
-        gpus.prepare(kit_settings().gpus, server.log)
+        gpus.log_placement(server.log)
         start_instance(server)
     except KitError as e:
         server.log.error("%s", e)
@@ -175,6 +175,17 @@ def start_rolling_on_change(server: Any, current: instance.Instance) -> None:
 
     settings, directory = kit_settings(), pipelines_dir()
     RollOnChange(server, current, directory, settings, lambda: load_in_master(directory, settings, server.log)).start()
+
+
+def prepare_gpus() -> None:
+    """Decide the GPU placement while gunicorn reads the configuration, so ``--check-config`` checks it too; a
+    list naming a GPU the machine does not have ends the start with one sentence (``gpus``)."""
+    try:
+        gpus.prepare(kit_settings().gpus)
+    except KitError as e:
+        # Raised here, gunicorn would print "Failed to read config file" and a traceback (app/base.py).
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 def prepare_metrics() -> None:
