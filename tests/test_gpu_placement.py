@@ -82,8 +82,15 @@ def test_four_workers_on_two_gpus_keep_their_places(start_server: Any, pipelines
 
     restart = kit_cli("restart", "--bind", f"127.0.0.1:{server.port}", env={"XDG_RUNTIME_DIR": str(runtime_dir)})
     assert restart.returncode == 0, restart.stderr
-    assert_round_robin(server, not_pids=set(places))
+    places = assert_round_robin(server, not_pids=set(places))
     assert "is not checked: this machine lists no GPU" in server.log_text()
+
+    server.proc.send_signal(signal.SIGTTOU)  # one worker fewer: the one in the highest slot stops
+    highest = next(pid for pid, (slot, _) in places.items() if slot == 3)
+    three = wait_until(lambda: placement(server, 3, not_pids={highest}), timeout=60)
+    assert sorted(three.values()) == [(0, "0"), (1, "1"), (2, "0")]  # type: ignore[attr-defined]
+    server.proc.send_signal(signal.SIGTTIN)
+    assert_round_robin(server)
 
 
 def test_without_the_setting_every_worker_keeps_the_operators_devices(start_server: Any, pipelines_dir: Path) -> None:
