@@ -1,9 +1,10 @@
 """Worker slots: every worker of a master holds a stable index ``0..N-1`` (``HAYHOOKS_GUNICORN_WORKER_SLOT``).
 
-gunicorn has no stable worker index (benoitc/gunicorn#1185, closed unmerged): configs use ``worker.age % N``,
-which drifts after every restart and collides. Here the slot is decided in the master, from plain data, by two
-pure functions, and kept on gunicorn's own worker object (``worker.slot``): the arbiter forgets a worker's
-object when it reaps it, so a slot is free again the moment its holder is gone, with no table to keep in step.
+gunicorn has no stable worker index (benoitc/gunicorn#1352; its pull request #1354 was closed unmerged):
+configs use ``worker.age % N``, which drifts after every restart and collides. Here the slot is decided in the
+master, from plain data, by two pure functions, and kept on gunicorn's own worker object (``worker.slot``): the
+arbiter forgets a worker's object when it reaps it, so a slot is free again the moment its holder is gone, with
+no table to keep in step.
 
 - ``slot_for_new`` (``pre_fork``): a worker named as the one being replaced by a rolling replacement
   (``rolling``, through ``Instance.mark_replacing``) hands its slot to the new one; else the lowest free slot
