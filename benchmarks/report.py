@@ -75,6 +75,10 @@ def goals(poll_interval_s: float = 0.5) -> list[Goal]:
         Goal("scale_edit_200_over_20", "<=", 1.5, "same, 200 pipelines / 20"),
         Goal("scale_boot_s_1000", "", None, "start -> every worker ready, 1000 pipelines"),
         Goal("scale_worker_rss_mb_1000", "", None, "largest worker RSS, 1000 pipelines, MiB"),
+        Goal(
+            "gpu_rps_2v1", "", None, "embedding throughput per GPU, 2 workers per GPU / 1 (HAYHOOKS_GUNICORN_GPUS=auto)"
+        ),
+        Goal("gpu_memory_2v1", "", None, "same, memory used per GPU"),
     ]
 
 
@@ -167,6 +171,8 @@ def context(key: str, scenarios: dict[str, Any]) -> str:
         ),
         "reload_rss_growth_mb": f"worker RSS before {rounded(_get(m, 'reload_rss_growth_mb', 'kit_before'), 1)} MiB",
         "naive_reload_rss_growth_mb": "hayhooks run, 1 worker",
+        "gpu_rps_2v1": f"{_get(d, 'gpus', 'gpus')} GPU(s); rps per GPU {_get(d, 'gpus', 'rps_per_gpu')}",
+        "gpu_memory_2v1": f"MiB per GPU {_get(d, 'gpus', 'memory_mib_per_gpu')}",
     }
     from benchmarks.scenarios.scale import BASELINE_OF
 

@@ -45,6 +45,10 @@ logger_class = "hayhooks_gunicorn.logs.KitLogger"
 # gunicorn's own statsd_host / statsd_prefix work unchanged (`--statsd-host`, `--statsd-prefix`).
 hooks.prepare_metrics()
 
+# GPUs
+# HAYHOOKS_GUNICORN_GPUS: each worker's CUDA_VISIBLE_DEVICES by its slot, checked here so --check-config checks it.
+hooks.prepare_gpus()
+
 
 # Server hooks
 def on_starting(server: Any) -> None:
@@ -69,6 +73,10 @@ def post_fork(server: Any, worker: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     kit_worker.post_worker_init(worker)
+
+
+def nworkers_changed(server: Any, new_value: int, old_value: int | None) -> None:
+    hooks.nworkers_changed(server, new_value, old_value)
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -14,6 +14,8 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "HAYHOOKS_GUNICORN_"
+# Not a setting: the master puts each worker's slot here before its app is built (master/slots)
+WORKER_SLOT_ENV = f"{ENV_PREFIX}WORKER_SLOT"
 
 
 class DeployMode(str, Enum):
@@ -99,6 +101,10 @@ class KitSettings(BaseSettings):
     preload_imports: bool = True
     # Load the pipelines in the master before forking, so workers share one copy of their models (master/shared_models)
     share_models: bool = False
+
+    # GPU placement: unset = CUDA_VISIBLE_DEVICES as the operator set it; a list ("0,1" or GPU UUIDs) = the worker in
+    # slot i gets CUDA_VISIBLE_DEVICES=list[i % len]; "auto" = the same over the GPUs the machine lists (master/gpus)
+    gpus: str | None = None
 
     # Where sync pipeline methods run: threadpool (hayhooks' behaviour) or inline (CPU-bound pipelines)
     sync_run: SyncRun = SyncRun.THREADPOOL

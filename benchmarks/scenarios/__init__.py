@@ -46,7 +46,7 @@ def clean(result: LoadResult, label: str) -> LoadResult:
 
 
 def all_scenarios() -> list[Scenario]:
-    from benchmarks.scenarios import availability, boot, convergence, memory, overhead, reload, scale, scaling
+    from benchmarks.scenarios import availability, boot, convergence, gpus, memory, overhead, reload, scale, scaling
 
     return [
         overhead.SCENARIO,
@@ -57,4 +57,5 @@ def all_scenarios() -> list[Scenario]:
         boot.SCENARIO,
         memory.SCENARIO,
         scale.SCENARIO,
+        gpus.SCENARIO,
     ]

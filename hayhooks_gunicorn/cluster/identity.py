@@ -7,6 +7,8 @@ import socket
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hayhooks_gunicorn.settings import WORKER_SLOT_ENV
+
 HEADER = "X-Hayhooks-Worker"
 HEADER_KEY = HEADER.lower().encode()
 
@@ -20,6 +22,12 @@ def worker_id() -> str:
     if pid not in _cached:
         _cached[pid] = f"{socket.gethostname()}:{pid}"
     return _cached[pid]
+
+
+def worker_slot() -> int | None:
+    """This worker's slot (``master/slots``), ``None`` outside a kit master."""
+    value = os.environ.get(WORKER_SLOT_ENV, "")
+    return int(value) if value.isdigit() else None
 
 
 class WorkerHeaderMiddleware:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from hayhooks.server.logger import log
 
+from hayhooks_gunicorn.cluster.identity import worker_slot
 from hayhooks_gunicorn.cluster.state_files import (
     LoadFailure,
     WorkerState,
@@ -68,8 +69,9 @@ class StateRecorder:
 
     def snapshot(self) -> WorkerState:
         assert self.source is not None
-        # Every worker, hot-reloading or durable, answers trace reads from its peers on this socket.
-        return self.source(self.host, self.pid).model_copy(update={"traces_socket": listening_socket()})
+        # Every worker, hot-reloading or durable, answers trace reads from its peers on this socket, and has a place.
+        placed = {"slot": worker_slot(), "devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+        return self.source(self.host, self.pid).model_copy(update={"traces_socket": listening_socket(), **placed})
 
     def record_state(self, force: bool = False) -> None:
         """Write the state file when something changed, or when the heartbeat is due (or *force*)."""

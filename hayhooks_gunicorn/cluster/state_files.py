@@ -44,6 +44,10 @@ class WorkerState(BaseModel):
     failures: dict[str, LoadFailure] = Field(default_factory=dict)
     # pipeline name -> the entries defining it (``x/`` and ``x.yml``) and which one this worker serves
     conflicts: dict[str, str] = Field(default_factory=dict)
+    # The worker's slot, 0..N-1, kept by its replacement (master/slots); None outside a kit master
+    slot: int | None = None
+    # CUDA_VISIBLE_DEVICES as this worker was told (HAYHOOKS_GUNICORN_GPUS) or inherited; None when unset
+    devices: str | None = None
     # The unix socket this worker serves its live trace buffer on (``traces.peer``); empty when it does not
     traces_socket: str = ""
     # The real directory (links resolved: a git-sync worktree, a release) this worker serves from

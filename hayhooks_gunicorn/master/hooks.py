@@ -7,15 +7,16 @@ what it imports at the top stay light: the master never imports hayhooks' server
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import time
 from typing import Any
 
 from hayhooks_gunicorn.cluster.state_files import forget_worker, release_state_dir
 from hayhooks_gunicorn.errors import KitError
-from hayhooks_gunicorn.master import instance, readiness
+from hayhooks_gunicorn.master import gpus, instance, readiness, slots
 from hayhooks_gunicorn.metrics import multiproc_dir
-from hayhooks_gunicorn.settings import MetricsMode, WatchMode, kit_settings, pipelines_dir
+from hayhooks_gunicorn.settings import WORKER_SLOT_ENV, MetricsMode, WatchMode, kit_settings, pipelines_dir
 
 
 def on_starting(server: Any) -> None:
@@ -29,6 +30,7 @@ def on_starting(server: Any) -> None:
         check_hayhooks()
         if warning := check_durable(pipelines_dir()):
             server.log.warning("%s", warning)
+        gpus.log_placement(server.log)
         start_instance(server)
     except KitError as e:
         server.log.error("%s", e)
@@ -41,7 +43,9 @@ def on_starting(server: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """In the new worker: undo what the master limited while it loaded shared pipelines."""
+    """In the new worker: its slot and device into the environment, before its app is built (``slots``, ``gpus``);
+    undo what the master limited while it loaded shared pipelines."""
+    place_worker(server, worker)
     if kit_settings().share_models:
         from hayhooks_gunicorn.master.shared_models import restore_threads
 
@@ -58,8 +62,37 @@ def on_reload(server: Any) -> None:
 
 
 def pre_fork(server: Any, worker: Any) -> None:
-    """Freeze what the master built since the last fork, so workers' collections leave those pages shared."""
+    """Freeze what the master built since the last fork, so workers' collections leave those pages shared; give
+    the new worker its slot."""
     gc.freeze()
+    assign_slot(server, worker)
+
+
+def assign_slot(server: Any, worker: Any) -> None:
+    """The slot of the worker a rolling replacement named, else the lowest free one (``slots``)."""
+    try:
+        current = instance.current()
+        slots.assign(server, worker, current.replacing() if current is not None else None)
+    except Exception:
+        server.log.exception("Could not give the new worker a slot")
+
+
+def place_worker(server: Any, worker: Any) -> None:
+    slot = getattr(worker, slots.ATTRIBUTE, None)
+    if slot is None:
+        return
+    os.environ[WORKER_SLOT_ENV] = str(slot)
+    gpus.place(slot)
+
+
+def nworkers_changed(server: Any, new_value: int, old_value: int | None) -> None:
+    """The count went down: make the workers holding the highest slots the ones gunicorn stops (``slots``)."""
+    if old_value is None or new_value >= old_value:
+        return
+    try:
+        slots.order_for_stop(server, new_value)
+    except Exception:
+        server.log.exception("Could not choose the workers to stop by slot")
 
 
 def preload_imports(server: Any) -> None:
@@ -142,6 +175,17 @@ def start_rolling_on_change(server: Any, current: instance.Instance) -> None:
 
     settings, directory = kit_settings(), pipelines_dir()
     RollOnChange(server, current, directory, settings, lambda: load_in_master(directory, settings, server.log)).start()
+
+
+def prepare_gpus() -> None:
+    """Decide the GPU placement while gunicorn reads the configuration, so ``--check-config`` checks it too; a
+    list naming a GPU the machine does not have ends the start with one sentence (``gpus``)."""
+    try:
+        gpus.prepare(kit_settings().gpus)
+    except KitError as e:
+        # Raised here, gunicorn would print "Failed to read config file" and a traceback (app/base.py).
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 def prepare_metrics() -> None:

@@ -56,6 +56,25 @@ class Instance:
     def forget(self, pid: int) -> None:
         (self.ready_dir / str(pid)).unlink(missing_ok=True)
 
+    @property
+    def replacing_file(self) -> Path:
+        """Names the worker a rolling replacement is about to replace, so its successor takes its slot
+        (``slots``); next to the ready markers, which are the only digit-named files there."""
+        return self.ready_dir / "replacing"
+
+    def mark_replacing(self, pid: int | None) -> None:
+        if pid is None:
+            self.replacing_file.unlink(missing_ok=True)
+        else:
+            write_atomically(self.replacing_file, str(pid))
+
+    def replacing(self) -> int | None:
+        """Read by the master in ``pre_fork``; a marker whose worker is gone is ignored there."""
+        try:
+            return int(self.replacing_file.read_text())
+        except (OSError, ValueError):
+            return None
+
     def ready_pids(self) -> set[int]:
         try:
             return {int(p.name) for p in self.ready_dir.iterdir() if p.name.isdigit()}

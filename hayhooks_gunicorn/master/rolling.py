@@ -99,26 +99,31 @@ def rolling_replace(
     cutoff = max(w["age"] for w in workers)  # workers up to this age are the ones to replace
     report = RestartReport()
     credited: set[int] = set()
-    while old := [w for w in master.workers() if w["age"] <= cutoff]:
-        master.change_target(+1)
-        try:
-            new_pid = poll_until(lambda: _fresh_ready(master, instance, cutoff, credited), load_timeout, poll)
-        except TimeoutError:
-            master.give_up(cutoff, credited)
-            msg = (
-                f"No new worker finished loading within {load_timeout:g}s; stopped after replacing "
-                f"{len(report.replaced)} worker(s); gunicorn is back to its worker count."
-            )
-            raise RestartError(msg) from None
-        credited.add(new_pid)
-        oldest: int = min(master.workers(), key=lambda w: w["age"])["pid"]
-        master.change_target(-1)
-        echo(f"Worker {new_pid} serves; retiring worker {oldest} ({len(old) - 1} old worker(s) left)")
-        try:
-            poll_until(partial(_gone, master, oldest), retire_timeout, poll)
-        except TimeoutError:
-            raise RestartError(f"Worker {oldest} did not exit within {retire_timeout:g}s") from None
-        report.replaced.append((oldest, new_pid))
+    try:
+        while old := [w for w in master.workers() if w["age"] <= cutoff]:
+            # the new worker takes the slot of the worker that retires next (``slots``)
+            instance.mark_replacing(min(old, key=lambda w: w["age"])["pid"])
+            master.change_target(+1)
+            try:
+                new_pid = poll_until(lambda: _fresh_ready(master, instance, cutoff, credited), load_timeout, poll)
+            except TimeoutError:
+                master.give_up(cutoff, credited)
+                msg = (
+                    f"No new worker finished loading within {load_timeout:g}s; stopped after replacing "
+                    f"{len(report.replaced)} worker(s); gunicorn is back to its worker count."
+                )
+                raise RestartError(msg) from None
+            credited.add(new_pid)
+            oldest: int = min(master.workers(), key=lambda w: w["age"])["pid"]
+            master.change_target(-1)
+            echo(f"Worker {new_pid} serves; retiring worker {oldest} ({len(old) - 1} old worker(s) left)")
+            try:
+                poll_until(partial(_gone, master, oldest), retire_timeout, poll)
+            except TimeoutError:
+                raise RestartError(f"Worker {oldest} did not exit within {retire_timeout:g}s") from None
+            report.replaced.append((oldest, new_pid))
+    finally:
+        instance.mark_replacing(None)
     return report
 
 

@@ -68,8 +68,8 @@ def instruments() -> Instruments:
         ),
         revision_info=Gauge(
             REVISION_INFO,
-            "1 for the revision each live worker serves",
-            ["pipeline", "revision", "worker"],
+            "1 for the revision each live worker serves (slot: the worker's stable index, master/slots)",
+            ["pipeline", "revision", "worker", "slot"],
             multiprocess_mode="livesum",
         ),
         convergence=Histogram(
@@ -82,7 +82,7 @@ def instruments() -> Instruments:
         pipelines_dir_info=Gauge(
             PIPELINES_DIR_INFO,
             "1 for the real directory (links resolved) each live worker serves its pipelines from",
-            ["worker", "path"],
+            ["worker", "slot", "path"],
             multiprocess_mode="livesum",
         ),
     )

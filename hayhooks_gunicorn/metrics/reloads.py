@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hayhooks_gunicorn.cluster.identity import worker_id
+from hayhooks_gunicorn.cluster.identity import worker_id, worker_slot
 from hayhooks_gunicorn.metrics.instruments import instruments
 from hayhooks_gunicorn.reload import YAML_SUFFIXES, pipeline_files
 from hayhooks_gunicorn.reload.follow import links_on
@@ -54,23 +54,29 @@ def _lstat_ctime(path: Path) -> float | None:
         return None
 
 
+def _slot_label() -> str:
+    """The worker's slot as a label value: kept by its replacement, so dashboards can follow a place, not a pid."""
+    slot = worker_slot()
+    return "" if slot is None else str(slot)
+
+
 def record_fixed_set(pipelines: dict[str, str], serves_from: Path) -> None:
     """A durable worker's counterpart of ``record_reloads``: count it alive, with the fixed set it serves.
 
     Its set never changes (it is replaced instead), so there is nothing to record after boot.
     """
     metrics = instruments()
-    worker = worker_id()
+    worker, slot = worker_id(), _slot_label()
     metrics.workers.set(1)
-    metrics.pipelines_dir_info.labels(worker, str(serves_from)).set(1)
+    metrics.pipelines_dir_info.labels(worker, slot, str(serves_from)).set(1)
     for name, revision in pipelines.items():
-        metrics.revision_info.labels(name, revision, worker).set(1)
+        metrics.revision_info.labels(name, revision, worker, slot).set(1)
 
 
 def record_reloads(runtime: WorkerRuntime) -> None:
     """Boot callback (``AppContext.on_boot``): count this worker alive and record every reconcile result it produces."""
     metrics = instruments()
-    worker = worker_id()
+    worker, slot = worker_id(), _slot_label()
     metrics.workers.set(1)
     serving: dict[str, str] = {}
     # Loads finish on their own threads and report from there.
@@ -82,14 +88,14 @@ def record_reloads(runtime: WorkerRuntime) -> None:
         with lock:
             # Set to 0, not removed: in multiprocess mode remove() only warns and the value stays in the file.
             for old in served_from:
-                metrics.pipelines_dir_info.labels(worker, old).set(0)
+                metrics.pipelines_dir_info.labels(worker, slot, old).set(0)
             served_from[:] = [str(path)]
-            metrics.pipelines_dir_info.labels(worker, str(path)).set(1)
+            metrics.pipelines_dir_info.labels(worker, slot, str(path)).set(1)
 
     def stop_serving(name: str) -> None:
         if (old := serving.pop(name, None)) is not None:
-            metrics.revision_info.labels(name, old, worker).set(0)
-            metrics.revision_info.remove(name, old, worker)
+            metrics.revision_info.labels(name, old, worker, slot).set(0)
+            metrics.revision_info.remove(name, old, worker, slot)
 
     def on_change(change: Change) -> None:
         with lock:
@@ -105,7 +111,7 @@ def record_reloads(runtime: WorkerRuntime) -> None:
         stop_serving(name)
         if change.outcome == "loaded":
             serving[name] = change.revision
-            metrics.revision_info.labels(name, change.revision, worker).set(1)
+            metrics.revision_info.labels(name, change.revision, worker, slot).set(1)
             metrics.load_duration.labels(name).observe(change.seconds)
         # Loads at boot follow no change: only a worker already serving measures how long a change took.
         if runtime.booted_at is not None and (at := changed_at(pipelines_dir, name)) is not None:
