@@ -15,6 +15,9 @@ from hayhooks_gunicorn.errors import InvalidPipelineError
 from hayhooks_gunicorn.reload.roots import within_roots
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+# Characters of a pipeline name: on disk the kit adds at most a few (``<name>.yaml``, ``<name>.lock``), and every
+# filesystem allows names of 143 bytes or more (255 on most).
+MAX_NAME_LENGTH = 128
 
 
 def check_name(name: str, pipelines_dir: Path, server_routes: list[BaseRoute] | None = None) -> None:
@@ -25,6 +28,9 @@ def check_name(name: str, pipelines_dir: Path, server_routes: list[BaseRoute] | 
     """
     if not NAME_PATTERN.fullmatch(name):
         msg = f"Invalid pipeline name {name!r}: use only letters, digits, '_' and '-'"
+        raise InvalidPipelineError(msg)
+    if len(name) > MAX_NAME_LENGTH:
+        msg = f"Pipeline name {name[:40]!r}... is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
         raise InvalidPipelineError(msg)
     if shadows_module(name, pipelines_dir):
         msg = f"Pipeline name {name!r} shadows the importable Python module {name!r}; rename the pipeline"
