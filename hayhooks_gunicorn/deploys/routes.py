@@ -17,9 +17,9 @@ from fastapi.routing import APIRoute
 from hayhooks.server.logger import log
 
 from hayhooks_gunicorn.app_context import app_context
+from hayhooks_gunicorn.auth import require_admin
 from hayhooks_gunicorn.cluster.identity import worker_id
 from hayhooks_gunicorn.cluster.view import live_workers
-from hayhooks_gunicorn.deploys.auth import require_admin
 from hayhooks_gunicorn.deploys.forward_mode import FORWARDED
 from hayhooks_gunicorn.reload.follow import links_on
 from hayhooks_gunicorn.settings import DeployMode
