@@ -30,10 +30,11 @@ def everything_under(path: Path) -> list[str]:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("mode", ["forward", "warn"])  # warn: hayhooks' own route writes the files
 def test_deploys_the_filesystem_cannot_hold_are_4xx_and_write_nothing(
-    start_server: Callable[..., Server], pipelines_dir: Path
+    start_server: Callable[..., Server], pipelines_dir: Path, mode: str
 ) -> None:
-    server = start_server(pipelines_dir, workers=2)
+    server = start_server(pipelines_dir, workers=2, env={"HAYHOOKS_GUNICORN_DEPLOY_MODE": mode})
     long_key = "k" * 300  # longer than NAME_MAX (255)
     bodies = {
         "lone surrogate in a file": b'{"name": "p", "files": {"pipeline_wrapper.py": "x = \\"\\ud800\\"\\n"}}',

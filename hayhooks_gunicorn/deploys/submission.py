@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute
 
 from hayhooks_gunicorn.errors import DeployError, InvalidPipelineError
 from hayhooks_gunicorn.reload import ignored
-from hayhooks_gunicorn.reload.names import NAME_PATTERN, check_name
+from hayhooks_gunicorn.reload.names import NAME_PATTERN, check_length, check_name
 from hayhooks_gunicorn.reload.scan import Kind
 
 # Bytes of one file key: far below PATH_MAX (4096), which the pipelines directory and staging prefix share.
@@ -111,6 +111,16 @@ def check_keys(submission: Submission, pipelines_dir: Path) -> None:
                 f"{longest} bytes, the whole key {MAX_KEY_BYTES}"
             )
             raise DeployError(msg, 422)
+
+
+def check_storable(submission: Submission, pipelines_dir: Path) -> None:
+    """What the filesystem would refuse, checked whatever the deploy mode: hayhooks' own route (``warn``) answers
+    500 to a name or key too long to be a file name."""
+    try:
+        check_length(submission.name)
+    except InvalidPipelineError as e:
+        raise DeployError(str(e), 422) from e
+    check_keys(submission, pipelines_dir)
 
 
 def name_max(directory: Path) -> int:

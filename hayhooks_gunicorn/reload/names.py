@@ -29,14 +29,18 @@ def check_name(name: str, pipelines_dir: Path, server_routes: list[BaseRoute] | 
     if not NAME_PATTERN.fullmatch(name):
         msg = f"Invalid pipeline name {name!r}: use only letters, digits, '_' and '-'"
         raise InvalidPipelineError(msg)
-    if len(name) > MAX_NAME_LENGTH:
-        msg = f"Pipeline name {name[:40]!r}... is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
-        raise InvalidPipelineError(msg)
+    check_length(name)
     if shadows_module(name, pipelines_dir):
         msg = f"Pipeline name {name!r} shadows the importable Python module {name!r}; rename the pipeline"
         raise InvalidPipelineError(msg)
     if server_routes is not None and shadows_route(name, server_routes):
         msg = f"Pipeline name {name!r} clashes with a server route (/{name}/run is taken); rename the pipeline"
+        raise InvalidPipelineError(msg)
+
+
+def check_length(name: str) -> None:
+    if len(name) > MAX_NAME_LENGTH:
+        msg = f"Pipeline name {name[:40]!r}... is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
         raise InvalidPipelineError(msg)
 
 
