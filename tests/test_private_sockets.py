@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Server, wait_until
+from conftest import PREFLIGHT_HELPER, Server, echo_wrapper, wait_until
 from other_user import as_other_user, other_user_connects
 
 CHAT = {"HAYHOOKS_CHAINLIT_ENABLED": "true", "HAYHOOKS_TRACING_TOKEN": "t"}
@@ -89,6 +89,13 @@ def test_no_socket_of_the_server_accepts_another_user_with_default_paths(
 ) -> None:
     runtime_dir.chmod(0o755)  # the other user may reach the kit's own directories: their modes must stop it
     server = start_server(pipelines_dir, workers=2, env=CHAT)
+    # A deploy call starts the worker's warm pre-flight helper: its process is in the tree searched below.
+    deployed = server.post("/deploy_files", json={"name": "p", "files": {"pipeline_wrapper.py": echo_wrapper("p")}})
+    assert deployed.status_code in (200, 202), deployed.text
+    helpers = [
+        pid for pid in process_tree(server.proc.pid) if PREFLIGHT_HELPER in Path(f"/proc/{pid}/cmdline").read_text()
+    ]
+    assert helpers, "no pre-flight helper runs"
     found = check_all_private(server, [".ctl", ".chat.sock", ".traces.sock"])
     assert len([p for p in found if p.endswith(".traces.sock")]) == 2
     assert tcp_listener_inode(server.port) not in socket_inodes(chat_host_pid(server))
