@@ -83,10 +83,15 @@ def test_another_users_files_in_a_shared_state_dir_are_ignored(
             view = server.get("/cluster").json()
             hosts = {w["worker"] for w in view["workers"]}
             assert len(hosts) == 2 and not any(h.startswith("otherhost") for h in hosts), view
+        # A file of ours naming the other user's socket (or any path but its own): that worker is missing, never asked.
+        ours = shared / "otherhost-5555.json"
+        ours.write_text(worker_file("otherhost", 5555, time.time(), planted_socket))
         for _ in range(6):
             answer = server.get("/traces", headers={"Authorization": f"Bearer {TOKEN}"})
             assert answer.status_code == 200, answer.text
-            assert len(answer.json()["workers"]["answered"]) == 2  # the two real workers still ask each other
+            workers = answer.json()["workers"]
+            assert len(workers["answered"]) == 2  # the two real workers still ask each other
+            assert workers["missing"] == ["otherhost:5555"]
         assert not contacts.exists(), "a planted trace socket was contacted"
         wait_until(lambda: "Ignoring state file" in server.log_text())
         assert server.log_text().count(f"Ignoring state file '{shared / 'otherhost-4343.json'}'") <= server.workers

@@ -71,9 +71,17 @@ async def traces(request: Request, limit: int | None = Query(default=None, gt=0)
     context = app_context(request.app)
     workers = await run_in_threadpool(read_workers, context.state_dir, context.settings.heartbeat_ttl)
     me = worker_id()
-    peers = [w for w in workers if w.id != me and await run_in_threadpool(peer_socket, context.state_dir, w)]
+    peers = [w for w in workers if w.id != me and w.traces_socket]
     timeout = context.settings.traces_peer_timeout
-    replies = await asyncio.gather(*(peer.ask(w.traces_socket, resolved_limit + 1, timeout) for w in peers))
+
+    async def ask(worker: WorkerState) -> list[dict[str, Any]] | None:
+        # A socket that is not where a worker of this directory listens, or not ours, is never asked: that worker
+        # is missing (a worker of another host sharing the directory, whose socket this host cannot reach, too).
+        if not await run_in_threadpool(peer_socket, context.state_dir, worker):
+            return None
+        return await peer.ask(worker.traces_socket, resolved_limit + 1, timeout)
+
+    replies = await asyncio.gather(*(ask(w) for w in peers))
     answers: dict[str, list[dict[str, Any]]] = {me: [dict(t) for t in get_recent_traces(limit=resolved_limit + 1)]}
     answers.update({w.id: reply for w, reply in zip(peers, replies, strict=True) if reply is not None})
     page, has_more = merge(answers, resolved_limit)
