@@ -14,6 +14,13 @@ PYTHON = "/usr/bin/python3"
 USER = "nobody"
 
 
+def directory(path: Path, mode: int) -> Path:
+    """Create *path* with exactly *mode* (the umask left out): a shared volume's 1777, a careless 777, a private 700."""
+    path.mkdir()
+    path.chmod(mode)
+    return path
+
+
 def as_other_user(code: str, *args: str, background: bool = False) -> subprocess.Popen[str]:
     """Run *code* as ``nobody``; *args* reach it as ``sys.argv[1:]``."""
     if os.getuid() != 0:

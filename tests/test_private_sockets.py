@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PREFLIGHT_HELPER, Server, echo_wrapper, wait_until
-from other_user import as_other_user, other_user_connects
+from other_user import as_other_user, directory, other_user_connects
 
 CHAT = {"HAYHOOKS_CHAINLIT_ENABLED": "true", "HAYHOOKS_TRACING_TOKEN": "t"}
 LISTENING = 0x10000  # __SO_ACCEPTCON in /proc/net/unix's Flags column
@@ -83,11 +83,18 @@ def check_all_private(server: Server, expected: list[str]) -> dict[str, int]:
     return found
 
 
+@pytest.fixture
+def reachable(runtime_dir: Path) -> Path:
+    """The test's runtime directory, which the other user may enter: the modes of the kit's own must stop it."""
+    runtime_dir.chmod(0o755)
+    return runtime_dir
+
+
 @pytest.mark.integration
+@pytest.mark.usefixtures("reachable")
 def test_no_socket_of_the_server_accepts_another_user_with_default_paths(
-    start_server: Callable[..., Server], pipelines_dir: Path, runtime_dir: Path
+    start_server: Callable[..., Server], pipelines_dir: Path
 ) -> None:
-    runtime_dir.chmod(0o755)  # the other user may reach the kit's own directories: their modes must stop it
     server = start_server(pipelines_dir, workers=2, env=CHAT)
     # A deploy call starts the worker's warm pre-flight helper: its process is in the tree searched below.
     deployed = server.post("/deploy_files", json={"name": "p", "files": {"pipeline_wrapper.py": echo_wrapper("p")}})
@@ -103,13 +110,10 @@ def test_no_socket_of_the_server_accepts_another_user_with_default_paths(
 
 @pytest.mark.integration
 def test_no_socket_of_the_server_accepts_another_user_with_explicit_paths(
-    start_server: Callable[..., Server], pipelines_dir: Path, runtime_dir: Path
+    start_server: Callable[..., Server], pipelines_dir: Path, reachable: Path
 ) -> None:
-    runtime_dir.chmod(0o755)
-    shared = runtime_dir / "shared"
-    shared.mkdir()
-    shared.chmod(0o1777)
-    control = runtime_dir / "explicit" / "run" / "gunicorn.ctl"
+    shared = directory(reachable / "shared", 0o1777)
+    control = reachable / "explicit" / "run" / "gunicorn.ctl"
     env = {**CHAT, "HAYHOOKS_GUNICORN_STATE_DIR": str(shared)}
     server = start_server(pipelines_dir, workers=2, env=env, args=["--control-socket", str(control)])
     found = check_all_private(server, [str(control), ".chat.sock", str(shared)])
@@ -119,11 +123,9 @@ def test_no_socket_of_the_server_accepts_another_user_with_explicit_paths(
 
 @pytest.mark.integration
 def test_a_socket_path_another_user_holds_is_an_error_at_start(
-    start_server: Callable[..., Server], pipelines_dir: Path, runtime_dir: Path
+    start_server: Callable[..., Server], pipelines_dir: Path, reachable: Path
 ) -> None:
-    runtime_dir.chmod(0o755)
-    run = runtime_dir / "run"
-    run.mkdir(mode=0o700)
+    run = directory(reachable / "run", 0o700)
     control = run / "gunicorn.ctl"
     planted = Path(f"{control}.chat.sock")
     planted.touch()

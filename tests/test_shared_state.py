@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Server, wait_until
-from other_user import as_other_user
+from other_user import as_other_user, directory
 
 from hayhooks_gunicorn.cluster.state_files import read_workers
 from hayhooks_gunicorn.cluster.trust import UntrustedStateDir, check_state_dir
@@ -59,12 +59,8 @@ def test_another_users_files_in_a_shared_state_dir_are_ignored(
     start_server: Callable[..., Server], pipelines_dir: Path, runtime_dir: Path
 ) -> None:
     runtime_dir.chmod(0o755)  # the other user reaches the shared directory through it
-    shared = runtime_dir / "shared"
-    shared.mkdir()
-    shared.chmod(0o1777)  # a shared volume's usual mode
-    notes = runtime_dir / "notes"
-    notes.mkdir()
-    notes.chmod(0o777)
+    shared = directory(runtime_dir / "shared", 0o1777)  # a shared volume's usual mode
+    notes = directory(runtime_dir / "notes", 0o777)
     contacts = notes / "contacts"
     planted_socket = shared / "otherhost-4242.traces.sock"
     listener = as_other_user(LISTENER, str(planted_socket), str(contacts), background=True)
@@ -104,9 +100,7 @@ def test_another_users_files_in_a_shared_state_dir_are_ignored(
 def test_a_state_dir_others_may_write_without_the_sticky_bit_is_refused_at_start(
     start_server: Callable[..., Server], pipelines_dir: Path, runtime_dir: Path
 ) -> None:
-    open_dir = runtime_dir / "open"
-    open_dir.mkdir()
-    open_dir.chmod(0o777)
+    open_dir = directory(runtime_dir / "open", 0o777)
     server = start_server(pipelines_dir, env={"HAYHOOKS_GUNICORN_STATE_DIR": str(open_dir)}, wait=False)
     assert server.proc.wait(timeout=60) != 0
     assert f"Refusing the state directory '{open_dir}'" in server.log_text()
@@ -117,9 +111,7 @@ def test_an_explicit_state_dir_is_created_private(tmp_path: Path) -> None:
     check_state_dir(created, create=True)
     info = created.stat()
     assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.getuid()
-    open_dir = tmp_path / "open"
-    open_dir.mkdir()
-    open_dir.chmod(0o777)
+    open_dir = directory(tmp_path / "open", 0o777)
     with pytest.raises(UntrustedStateDir, match="lacks the sticky bit"):
         check_state_dir(open_dir, create=True)
     open_dir.chmod(0o1777)
