@@ -3,6 +3,7 @@ requests whose ``Host`` or path would steer the forwarder somewhere else."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -191,6 +192,57 @@ def test_the_forwarders_connections_close_with_the_app(tmp_path: Path) -> None:
             assert forwarder._client is not None and not forwarder._client.is_closed
             opened = forwarder._client
         assert forwarder._client is None and opened.is_closed
+    finally:
+        host.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.integration
+def test_the_pool_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two long polls with room for one: the second is answered 503 once it waited POOL_WAIT for a connection."""
+    from hayhooks_gunicorn.chat import forward
+
+    monkeypatch.setattr(forward, "MAX_CONNECTIONS", 1)
+    monkeypatch.setattr(forward, "POOL_WAIT", 0.5)
+    directory = Path(tempfile.mkdtemp(prefix="hg-chat-", dir="/tmp"))
+
+    held = threading.Event()
+
+    async def hold(scope: Any, receive: Any, send: Any) -> None:
+        held.set()
+        await asyncio.Event().wait()  # a long poll with nothing to send, for ever
+
+    host = Served(hold, uds=str(directory / "chat.sock"), lifespan="off")
+    scope = {"type": "http", "method": "GET", "path": "/chat/hold", "raw_path": b"/chat/hold", "headers": []}
+
+    def staying_client() -> Any:
+        messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await asyncio.Event().wait()  # the client stays connected
+            return {}
+
+        return receive
+
+    async def scenario() -> list[int]:
+        forwarder = ChatForwarder(directory / "chat.sock")
+        statuses: list[int] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        first = asyncio.create_task(forwarder(dict(scope), staying_client(), send))
+        assert await asyncio.to_thread(held.wait, 20)  # the first poll holds the one connection
+        await asyncio.wait_for(forwarder(dict(scope), staying_client(), send), timeout=20)
+        first.cancel()
+        await forwarder.aclose()
+        return statuses
+
+    try:
+        assert asyncio.run(scenario()) == [503]
     finally:
         host.stop()
         shutil.rmtree(directory, ignore_errors=True)

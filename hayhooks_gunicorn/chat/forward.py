@@ -60,12 +60,13 @@ class ChatForwarder:
         self._client: httpx.AsyncClient | None = None
 
     def client(self) -> httpx.AsyncClient:
-        # Created in the worker's event loop, on first use; idle connections beyond 20 are closed.
+        # Created in the worker's event loop, on first use; idle connections beyond 20 are closed. The limits go to
+        # the transport: a client given its own transport does not apply its ``limits`` to it (httpx ``_client.py``).
         if self._client is None:
+            limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20)
             self._client = httpx.AsyncClient(
-                transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)),
+                transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path), limits=limits),
                 timeout=httpx.Timeout(None, connect=5.0, pool=POOL_WAIT),
-                limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20),
             )
         return self._client
 
