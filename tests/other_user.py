@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import textwrap
 from pathlib import Path
@@ -29,10 +31,23 @@ def as_other_user(code: str, *args: str, background: bool = False) -> subprocess
         pytest.skip("acting as another user needs root (runuser)")
     runuser = require_tool("runuser", "util-linux")
     command = [runuser, "-u", USER, "--", PYTHON, "-c", textwrap.dedent(code), *args]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A session of its own: stop_other_user ends the whole group (runuser waits for its child; killing runuser
+    # alone would leave the child running).
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     if not background:
         proc.wait(timeout=60)
     return proc
+
+
+def stop_other_user(proc: subprocess.Popen[str]) -> None:
+    """End a background process of :func:`as_other_user` and its children, by its process group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 CONNECT = """

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Server, wait_until
-from other_user import as_other_user, directory
+from other_user import as_other_user, directory, stop_other_user
 
 from hayhooks_gunicorn.cluster.state_files import read_workers
 from hayhooks_gunicorn.cluster.trust import UntrustedStateDir, check_state_dir
@@ -92,8 +92,7 @@ def test_another_users_files_in_a_shared_state_dir_are_ignored(
         wait_until(lambda: "Ignoring state file" in server.log_text())
         assert server.log_text().count(f"Ignoring state file '{shared / 'otherhost-4343.json'}'") <= server.workers
     finally:
-        listener.kill()
-        listener.wait(timeout=10)
+        stop_other_user(listener)
 
 
 @pytest.mark.integration
