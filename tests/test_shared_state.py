@@ -16,7 +16,7 @@ from conftest import Server, wait_until
 from other_user import as_other_user, directory, stop_other_user
 
 from hayhooks_gunicorn.cluster.state_files import read_workers
-from hayhooks_gunicorn.cluster.trust import UntrustedStateDir, check_state_dir
+from hayhooks_gunicorn.cluster.trust import StateDirError, check_state_dir
 
 TOKEN = "trace-token"
 # Listens as the other user on a trace socket of its own and notes every connection it gets.
@@ -111,7 +111,7 @@ def test_an_explicit_state_dir_is_created_private(tmp_path: Path) -> None:
     info = created.stat()
     assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.getuid()
     open_dir = directory(tmp_path / "open", 0o777)
-    with pytest.raises(UntrustedStateDir, match="lacks the sticky bit"):
+    with pytest.raises(StateDirError, match="lacks the sticky bit"):
         check_state_dir(open_dir, create=True)
     open_dir.chmod(0o1777)
     check_state_dir(open_dir, create=True)

@@ -32,18 +32,20 @@ _reported: set[tuple[str, int, int]] = set()
 _reported_lock = threading.Lock()
 
 
-class UntrustedStateDir(KitError):
-    """The state directory lets other users change what the server reads."""
+class StateDirError(KitError):
+    """The state directory cannot be used: other users could change what the server reads, or it cannot be made."""
 
 
 def check_state_dir(directory: Path, create: bool) -> None:
     """Refuse, in one sentence, a state directory other users could tamper with; *create* it 0700 if missing."""
     if create and not os.path.lexists(directory):
-        directory.parent.mkdir(parents=True, exist_ok=True)
         try:
+            directory.parent.mkdir(parents=True, exist_ok=True)
             directory.mkdir(mode=0o700)
         except FileExistsError:
             pass  # another process of this server created it first: checked below like any existing one
+        except OSError as e:
+            raise StateDirError(f"Cannot create the state directory '{directory}': {e}") from e
     try:
         info = os.lstat(directory)
     except FileNotFoundError:
@@ -51,20 +53,20 @@ def check_state_dir(directory: Path, create: bool) -> None:
     if stat.S_ISLNK(info.st_mode):
         info = os.stat(directory)
     if not stat.S_ISDIR(info.st_mode):
-        raise UntrustedStateDir(f"The state directory '{directory}' is not a directory")
+        raise StateDirError(f"The state directory '{directory}' is not a directory")
     others_write = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     if others_write and not info.st_mode & stat.S_ISVTX:
         msg = (
             f"Refusing the state directory '{directory}': other users may write to it (mode "
             f"{stat.S_IMODE(info.st_mode):o}) and it lacks the sticky bit; chmod 700 it, or chmod +t a shared one"
         )
-        raise UntrustedStateDir(msg)
+        raise StateDirError(msg)
     if others_write and info.st_uid not in (os.getuid(), 0):
         msg = (
             f"Refusing the state directory '{directory}': other users may write to it and its owner (uid "
             f"{info.st_uid}) could replace any file in it; use a directory owned by uid {os.getuid()} or by root"
         )
-        raise UntrustedStateDir(msg)
+        raise StateDirError(msg)
 
 
 def owned(info: os.stat_result, path: Path, kind: str) -> bool:
