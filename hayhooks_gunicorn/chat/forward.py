@@ -24,6 +24,7 @@ from urllib.parse import unquote
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+Header = tuple[bytes, bytes]
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
 )
@@ -134,9 +135,6 @@ def target(scope: Scope) -> str:
         raise BadRequest("The chat path must not contain '.' or '..' segments")
     query: bytes = scope.get("query_string", b"")
     return (path + (b"?" + query if query else b"")).decode("latin-1")
-
-
-Header = tuple[bytes, bytes]
 
 
 def end_to_end(headers: Iterable[Header], drop: frozenset[bytes] = HOP_BY_HOP) -> list[Header]:
