@@ -93,12 +93,15 @@ def write_file(path: Path, data: bytes) -> None:
 def write_atomically(path: Path, data: str | bytes) -> None:
     """Replace *path* with *data* in one step: a hidden temp file beside it, then ``os.replace``.
 
-    Readers (state files, ready markers) see the old content or the new, never a partial file. No fsync: these
+    Readers (state files, ready markers) see the old content or the new, never a partial file; only this user may
+    read it. No fsync: these
     files describe running processes and need not survive a power loss.
     """
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        temp.write_bytes(data.encode() if isinstance(data, str) else data)
+        # 0600: a state file may carry a load error's text, and its directory may be shared (cluster.trust).
+        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
         os.replace(temp, path)
     except OSError:
         temp.unlink(missing_ok=True)

@@ -44,7 +44,7 @@ class SyncRun(str, Enum):
 
 class MetricsMode(str, Enum):
     ON = "on"
-    TOKEN = "token"  # /metrics requires the admin token
+    TOKEN = "token"  # /metrics requires the read token (or the admin token)
     OFF = "off"
 
 
@@ -67,8 +67,11 @@ class KitSettings(BaseSettings):
     # Deadline for one pipeline's load and setup(); a load past it is reported failed and the worker serves on
     load_timeout: float = Field(default=600.0, gt=0, le=86_400)
 
-    # Bearer token required by mutating routes (deploy, undeploy); unset = loopback-only deploys
+    # Bearer token required by mutating routes (deploy, undeploy); unset = loopback-only deploys. Accepted for reads too
     admin_token: SecretStr | None = None
+    # Bearer token for reads: /cluster, /metrics in token mode, the CLI's read commands; unset (and no admin token) =
+    # /cluster answers loopback only. Cannot deploy
+    read_token: SecretStr | None = None
 
     # Where each worker records its state (shared path = every host sees every worker); unset = a private
     # per-user directory under the temp dir, keyed by the pipelines directory (cluster.state_files.state_dir)
@@ -89,7 +92,7 @@ class KitSettings(BaseSettings):
     # How long a forwarded deploy waits for every worker before answering 202
     deploy_wait: float = Field(default=30.0, ge=0, le=3600)
 
-    # /metrics: on, token (requires the admin token) or off
+    # /metrics: on, token (requires the read or the admin token) or off
     metrics: MetricsMode = MetricsMode.ON
     # Parent of the master's private prometheus_client multiprocess directory (default: the system temp dir)
     metrics_dir: Path | None = None

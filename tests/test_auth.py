@@ -11,8 +11,8 @@ from hayhooks.server.routers import deploy_router, undeploy_router
 from starlette.datastructures import Headers
 
 from hayhooks_gunicorn.app_context import AppContext, attach
+from hayhooks_gunicorn.auth import forwarded_clients
 from hayhooks_gunicorn.deploys import install_deploy_routes
-from hayhooks_gunicorn.deploys.auth import forwarded_clients
 from hayhooks_gunicorn.settings import KitSettings
 
 DEPLOY = {"name": "p", "files": {"pipeline_wrapper.py": "x = 1\n"}}

@@ -83,7 +83,8 @@ def test_deploy_status_undeploy(kit: Kit, tmp_path: Path) -> None:
 
     # A live worker (on another host) still serving nothing: not converged, exit 1.
     lagging = kit.state_dir / "elsewhere-7.json"
-    state = {"host": "elsewhere", "pid": 7, "heartbeat": time.time() + 60, "started_at": 0, "pipelines": {}}
+    # A heartbeat of now: one from the future counts as stale (cluster.state_files.CLOCK_SKEW).
+    state = {"host": "elsewhere", "pid": 7, "heartbeat": time.time(), "started_at": 0, "pipelines": {}}
     lagging.write_text(json.dumps(state))
     try:
         behind = run(kit, "status", "--url", url)

@@ -12,7 +12,7 @@ from hayhooks.server.routers import deploy_router, undeploy_router
 
 from hayhooks_gunicorn import files as atomic
 from hayhooks_gunicorn.app_context import AppContext, attach
-from hayhooks_gunicorn.deploys.auth import is_loopback
+from hayhooks_gunicorn.auth import is_loopback
 from hayhooks_gunicorn.deploys.routes import install_deploy_routes
 from hayhooks_gunicorn.deploys.shared_dir import Workspace
 from hayhooks_gunicorn.deploys.submission import Limits, Submission, validate
@@ -117,5 +117,5 @@ def test_workspace_publishes_replaces_changes_kind_and_removes(tmp_path: Path) -
 
 
 def test_loopback_addresses() -> None:
-    assert all(is_loopback(h) for h in (None, "localhost", "127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"))
+    assert all(is_loopback(h) for h in ("localhost", "127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.5", "192.0.2.2", "example.com", "testserver"))

@@ -117,7 +117,8 @@ def test_a_name_defined_twice_is_shown_in_the_cluster_view(tmp_path: Path, monke
     name = f"x{uuid.uuid4().hex[:8]}"
     pipelines = write_layout(tmp_path, LAYOUTS["both"][0], {"x": name})
     with booted_app(pipelines, monkeypatch) as app:
-        (worker,) = TestClient(app).get("/cluster").json()["workers"]
+        # /cluster answers calls made on this host when no token is set: the test client arrives on loopback
+        (worker,) = TestClient(app, base_url="http://127.0.0.1").get("/cluster").json()["workers"]
     assert worker["conflicts"] == {
         name: f"Pipeline '{name}' is defined twice: '{name}.yml' and '{name}/'; serving '{name}.yml', as hayhooks does"
     }

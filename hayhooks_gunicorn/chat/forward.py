@@ -1,21 +1,30 @@
 """The worker's side of the chat UI: forward ``/chat`` and ``/public`` traffic, HTTP and websocket, to the host.
 
-Requests keep their path, query and headers (hop-by-hop headers excepted, RFC 9110 section 7.6.1), so the host
-sees what the worker saw; the ``Host`` header too, which engine.io's same-origin check compares with ``Origin``.
-Bodies stream both ways: an engine.io long poll is an HTTP response that the host holds open until it has packets.
+Requests keep their path, query and headers (hop-by-hop headers and those the ``Connection`` header names
+excepted, RFC 9110 section 7.6.1), so the host sees what the worker saw; the ``Host`` header too, which engine.io's
+same-origin check compares with ``Origin``. The client picks nothing else: the upstream path is the request's path,
+and a ``Host`` that is not a host (``x/api?``, ``[::1``) or a path with dot segments is answered 400 here, before
+anything reaches the host. Bodies stream both ways: an engine.io long poll is an HTTP response that the host holds
+open until it has packets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import ipaddress
+import json
+import re
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+Header = tuple[bytes, bytes]
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
 )
@@ -28,10 +37,20 @@ HANDSHAKE = HOP_BY_HOP | {
     b"sec-websocket-protocol",
 }
 UNAVAILABLE = b'{"detail":"The chat UI is restarting; try again in a moment"}'
+# RFC 9110 section 7.2: uri-host [":" port], the host a name or an IP literal in brackets; no path, query or user.
+HOST = re.compile(r"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+# Connections to the host one worker holds at most; a long poll holds one for up to engine.io's ping interval
+# (25 s), so a request past the bound waits up to POOL_WAIT for one, then is answered 503.
+MAX_CONNECTIONS = 256
+POOL_WAIT = 10.0
 
 
 class ClientGone(Exception):
     """The client went away while its request body was being forwarded."""
+
+
+class BadRequest(Exception):
+    """A request the forwarder will not pass on: the message says why, the client gets a 400."""
 
 
 class ChatForwarder:
@@ -42,27 +61,33 @@ class ChatForwarder:
         self._client: httpx.AsyncClient | None = None
 
     def client(self) -> httpx.AsyncClient:
-        # Created in the worker's event loop, on first use. A long poll holds its connection for up to engine.io's
-        # ping interval (25 s), so the pool has no upper bound; idle connections beyond 20 are closed.
+        # Created in the worker's event loop, on first use; idle connections beyond 20 are closed. The limits go to
+        # the transport: a client given its own transport does not apply its ``limits`` to it (httpx ``_client.py``).
         if self._client is None:
+            limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20)
             self._client = httpx.AsyncClient(
-                transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)),
-                timeout=httpx.Timeout(None, connect=5.0),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
+                transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path), limits=limits),
+                timeout=httpx.Timeout(None, connect=5.0, pool=POOL_WAIT),
             )
         return self._client
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            try:
+                target(scope), host_header(scope)
+            except BadRequest as e:
+                await send_bad_request(send, str(e))
+                return
             await self.forward_http(scope, receive, send)
         elif scope["type"] == "websocket":
             from hayhooks_gunicorn.chat.websocket import forward_websocket
 
-            await forward_websocket(self.socket_path, target(scope), scope, receive, send)
+            await forward_websocket(self.socket_path, scope, receive, send)
 
     async def forward_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Forward one request; stop as soon as the client leaves. An engine.io long poll would otherwise wait for
@@ -79,7 +104,7 @@ class ChatForwarder:
             await left
 
     async def exchange(self, scope: Scope, body: AsyncIterator[bytes], send: Send) -> None:
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in HOP_BY_HOP]
+        headers = end_to_end(scope["headers"])
         client = self.client()
         request = client.build_request(scope["method"], "http://chat" + target(scope), headers=headers, content=body)
         try:
@@ -88,7 +113,7 @@ class ChatForwarder:
             await send_unavailable(send)
             return
         try:
-            response_headers = [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP]
+            response_headers = end_to_end(response.headers.raw)
             await send({"type": "http.response.start", "status": response.status_code, "headers": response_headers})
             async for chunk in response.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -100,10 +125,28 @@ class ChatForwarder:
 
 
 def target(scope: Scope) -> str:
-    """The request target as the client sent it: the raw path (under any mount), then the query."""
+    """The request target as the client sent it: the raw path (under any mount), then the query.
+
+    Raises :class:`BadRequest` for a path with ``.`` or ``..`` segments (percent-encoded too): the host's router
+    does not normalise them, and whatever sits between a client and the host might.
+    """
     path: bytes = scope.get("raw_path") or scope["path"].encode()
+    if any(segment in (".", "..") for segment in unquote(path.decode("latin-1")).split("/")):
+        raise BadRequest("The chat path must not contain '.' or '..' segments")
     query: bytes = scope.get("query_string", b"")
     return (path + (b"?" + query if query else b"")).decode("latin-1")
+
+
+def end_to_end(headers: Iterable[Header], drop: frozenset[bytes] = HOP_BY_HOP) -> list[Header]:
+    """*headers* without the hop-by-hop ones and those the ``Connection`` header names (RFC 9110 section 7.6.1)."""
+    headers = list(headers)
+    named = {
+        token.strip().lower().encode("latin-1")
+        for key, value in headers
+        if key.lower() == b"connection"
+        for token in value.decode("latin-1").split(",")
+    }
+    return [(k, v) for k, v in headers if k.lower() not in drop and k.lower() not in named]
 
 
 async def request_body(receive: Receive, sent: asyncio.Event) -> AsyncIterator[bytes]:
@@ -130,15 +173,32 @@ async def send_unavailable(send: Send) -> None:
     await send({"type": "http.response.body", "body": UNAVAILABLE})
 
 
+async def send_bad_request(send: Send, detail: str, prefix: str = "http") -> None:
+    """A 400; *prefix* ``websocket`` answers a handshake (ASGI's ``websocket.http.response`` extension)."""
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": f"{prefix}.response.start", "status": 400, "headers": headers})
+    await send({"type": f"{prefix}.response.body", "body": body})
+
+
 def handshake_headers(scope: Scope) -> list[tuple[str, str]]:
-    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k.lower() not in HANDSHAKE]
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in end_to_end(scope["headers"], HANDSHAKE)]
 
 
 def host_header(scope: Scope) -> str:
-    for key, value in scope["headers"]:
-        if key.lower() == b"host":
-            return str(value.decode("latin-1"))
-    return "localhost"
+    """The request's one ``Host``, checked to be a host and port and nothing more; raises :class:`BadRequest`."""
+    hosts: list[str] = [value.decode("latin-1") for key, value in scope["headers"] if key.lower() == b"host"]
+    if not hosts:
+        return "localhost"
+    host = hosts[0]
+    if len(hosts) > 1 or not HOST.fullmatch(host):
+        raise BadRequest(f"Malformed Host header {host[:100]!r}")
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1 : host.index("]")])
+        except ValueError as e:
+            raise BadRequest(f"Malformed Host header {host[:100]!r}") from e
+    return host
 
 
 def install_forwarder(app: Any, socket_path: Path, chat_path: str) -> ChatForwarder:
@@ -147,3 +207,21 @@ def install_forwarder(app: Any, socket_path: Path, chat_path: str) -> ChatForwar
     app.mount(chat_path, forwarder, name="chainlit")
     app.mount("/public", forwarder, name="chainlit_public")
     return forwarder
+
+
+def close_at_shutdown(app: Any, forwarder: ChatForwarder) -> None:
+    """Close the forwarder's connections when the app's lifespan ends; a mounted app gets no lifespan of its own.
+
+    Call it after the app's lifespan is final: it wraps the one in place.
+    """
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: ASGIApp) -> AsyncIterator[Any]:
+        async with inner(app) as state:
+            try:
+                yield state
+            finally:
+                await forwarder.aclose()
+
+    app.router.lifespan_context = lifespan

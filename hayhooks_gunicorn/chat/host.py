@@ -62,8 +62,17 @@ def main(argv: list[str]) -> int:
     except (ImportError, FileNotFoundError) as e:
         print(f"The Chainlit UI cannot start: {e}", file=sys.stderr)
         return EXIT_MISCONFIGURED
+    from hayhooks_gunicorn.errors import KitError
+    from hayhooks_gunicorn.sockets import bind_private
+
     master = os.getppid()
-    config = uvicorn.Config(app, uds=argv[1], log_level="warning", lifespan="off")
+    # Bound here, 0600 from the start: uvicorn's own ``uds`` binding makes the socket 0666 (``uvicorn/server.py``).
+    try:
+        sock = bind_private(Path(argv[1]))
+    except (OSError, KitError) as e:
+        print(f"The Chainlit UI cannot listen on {argv[1]}: {e}", file=sys.stderr)
+        return EXIT_MISCONFIGURED
+    config = uvicorn.Config(app, fd=sock.fileno(), log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
 
     async def serve() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hayhooks_gunicorn.chat.config import unavailable_reason
+from hayhooks_gunicorn.sockets import is_ours
 
 # A host that ran at least this long is healthy again: the next restart waits only FIRST_DELAY.
 STABLE_AFTER = 30.0
@@ -43,8 +44,11 @@ def backend_env(listeners: list[Any]) -> dict[str, str]:
 class ChatHost:
     """One chat host process at a time, restarted when it exits, until ``stop``."""
 
-    def __init__(self, socket_path: Path, env: dict[str, str], log: Any) -> None:
+    def __init__(self, socket_path: Path, env: dict[str, str], log: Any, inherited: tuple[int, ...] = ()) -> None:
         self.socket_path = socket_path
+        # gunicorn's listening sockets are inheritable (``gunicorn/sock.py`` calls ``set_inheritable(True)``): the
+        # host closes them on its way in, so it never holds the server's port (and accepts nothing on it).
+        self.inherited = inherited
         self.env = {**os.environ, **env}
         self.log = log
         self.pid: int | None = None
@@ -58,9 +62,10 @@ class ChatHost:
         # os.posix_spawn, not subprocess.Popen: Popen waits on a pipe until the child has exec'd, and gunicorn forks
         # workers from its main thread at any time; a worker forked in that window keeps the pipe's write end open
         # (a fork without exec keeps every descriptor), and Popen then waits until that worker exits.
-        self.socket_path.unlink(missing_ok=True)
+        # The host binds its socket itself, replacing one of ours a crashed host left (``sockets.bind_private``).
         argv = [sys.executable, "-m", "hayhooks_gunicorn.chat.host", str(self.socket_path)]
-        return os.posix_spawn(sys.executable, argv, self.env)
+        closing = [(os.POSIX_SPAWN_CLOSE, fd) for fd in self.inherited]
+        return os.posix_spawn(sys.executable, argv, self.env, file_actions=closing)
 
     def _supervise(self) -> None:
         delay = FIRST_DELAY
@@ -93,7 +98,8 @@ class ChatHost:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 self._thread.join(timeout=1.0)
-        self.socket_path.unlink(missing_ok=True)
+        if is_ours(self.socket_path):
+            self.socket_path.unlink(missing_ok=True)
 
 
 def wait_for_exit(pid: int) -> None:
@@ -115,7 +121,8 @@ def start(server: Any, socket_path: Path) -> None:
     env = backend_env(server.LISTENERS)
     if not env:
         server.log.warning("The Chainlit UI calls the server over HTTP, but it listens on no TCP address")
-    _host = ChatHost(socket_path, env, server.log)
+    inherited = tuple(listener.sock.fileno() for listener in server.LISTENERS if getattr(listener, "sock", None))
+    _host = ChatHost(socket_path, env, server.log, inherited)
     _host.start()
 
 

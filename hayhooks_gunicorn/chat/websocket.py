@@ -13,18 +13,28 @@ from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from hayhooks_gunicorn.chat.forward import handshake_headers, host_header
+from hayhooks_gunicorn.chat.forward import BadRequest, handshake_headers, host_header, send_bad_request, target
 
 OPEN_TIMEOUT = 5.0
 
 
-async def forward_websocket(socket_path: Path, target: str, scope: Scope, receive: Receive, send: Send) -> None:
+async def forward_websocket(socket_path: Path, scope: Scope, receive: Receive, send: Send) -> None:
     if (await receive())["type"] != "websocket.connect":
+        return
+    try:
+        # The URI carries the client's Host to the host (websockets sends its authority as Host); checked to be a
+        # host and port only, so the path is the request's own.
+        uri = f"ws://{host_header(scope)}{target(scope)}"
+    except BadRequest as e:
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await send_bad_request(send, str(e), prefix="websocket.http")
+        else:
+            await send({"type": "websocket.close", "code": 1008})  # before accept: uvicorn answers 403
         return
     try:
         upstream = await unix_connect(
             str(socket_path),
-            uri=f"ws://{host_header(scope)}{target}",
+            uri=uri,
             additional_headers=handshake_headers(scope),
             subprotocols=scope.get("subprotocols") or None,
             user_agent_header=None,  # the client's own User-Agent is among the forwarded headers

@@ -2,7 +2,8 @@
 
 Runs in each worker (``recorder`` writes the worker's state, ``view`` answers ``GET /cluster``), in the master
 (``state_files``: a dead worker's file is removed) and in the CLI (``lookup``: a server's view, else the files).
-``identity`` names a worker the same way everywhere: ``<host>:<pid>``, the ``X-Hayhooks-Worker`` header.
+``identity`` names a worker the same way everywhere: ``<host>:<pid>``, the ``X-Hayhooks-Worker`` header. ``trust``
+decides which entries of a (possibly shared) state directory count: only this user's.
 """
 
 from __future__ import annotations

@@ -23,12 +23,18 @@ def server_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def read_headers(settings: KitSettings) -> dict[str, str]:
+    """The CLI reads with the read token when it has one (least privilege), else the admin token, else none."""
+    token = settings.read_token or settings.admin_token
+    return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+
+
 def fetch_view(url: str | None, pipelines_dir: Path, settings: KitSettings) -> ClusterView:
     """The server's view when it answers; else the local state directory against *pipelines_dir*."""
     if url:
         endpoint = f"{url.rstrip('/')}/cluster"
         try:
-            response = httpx.get(endpoint, timeout=5)
+            response = httpx.get(endpoint, headers=read_headers(settings), timeout=5)
             if response.status_code == 200:
                 data: dict[str, Any] = response.json()
                 workers = [WorkerState.model_validate(w) for w in data.get("workers", [])]

@@ -3,8 +3,8 @@
 A worker writes ``<state_dir>/<host>-<pid>.json`` (``cluster.recorder``) when it boots, after every reload
 result and on a heartbeat. Files of dead workers go away three ways: the gunicorn master's ``child_exit`` hook
 deletes them (UvicornWorker never runs gunicorn's ``worker_exit``), the worker deletes its own at exit, and
-readers ignore entries whose heartbeat is older than ``heartbeat_ttl`` or whose process is gone. The master
-imports this module: it stays light.
+readers ignore entries whose heartbeat is older than ``heartbeat_ttl`` (or in the future) or whose process is
+gone, and every file another user put there (``trust``). The master imports this module: it stays light.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hayhooks_gunicorn.cluster.trust import check_state_dir, read_record
 from hayhooks_gunicorn.files import ensure_private_dir
 from hayhooks_gunicorn.settings import KitSettings, kit_settings, pipelines_dir
 
@@ -98,10 +99,11 @@ def traces_socket_path(directory: Path, host: str, pid: int) -> Path:
 
 
 def ensure_state_dir(directory: Path, settings: KitSettings | None = None) -> None:
-    """Create the state directory; the default one (under a shared temp dir) must be private to this user."""
+    """Create the state directory; the default one (under a shared temp dir) must be private to this user, an
+    explicit one is created 0700 and refused when others may tamper with it (``trust.check_state_dir``)."""
     settings = settings or kit_settings()
     if settings.state_dir is not None:
-        directory.mkdir(parents=True, exist_ok=True)
+        check_state_dir(directory, create=True)
     else:
         ensure_private_dir(directory, parents=1)
 
@@ -133,8 +135,12 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+# Seconds a heartbeat may lie in the future (clocks of hosts sharing the directory differ a little); more is stale.
+CLOCK_SKEW = 2.0
+
+
 def read_workers(directory: Path, ttl: float, now: float | None = None) -> list[WorkerState]:
-    """Live workers, sorted by id; a missing directory means none."""
+    """Live workers of this server's user, sorted by id; a missing directory means none."""
     now = time.time() if now is None else now
     here = socket.gethostname()
     workers: list[WorkerState] = []
@@ -145,11 +151,14 @@ def read_workers(directory: Path, ttl: float, now: float | None = None) -> list[
     for path in entries:
         if path.name.startswith("."):
             continue
+        content = read_record(path)
+        if content is None:
+            continue  # removed while listing, or another user's
         try:
-            worker = WorkerState.model_validate_json(path.read_bytes())
-        except (OSError, ValidationError):
-            continue  # removed while listing, or not one of ours
-        if now - worker.heartbeat > ttl:
+            worker = WorkerState.model_validate_json(content)
+        except ValidationError:
+            continue  # not a worker state
+        if not -CLOCK_SKEW <= now - worker.heartbeat <= ttl:
             continue
         if worker.host == here and not process_alive(worker.pid):
             continue

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from hayhooks_gunicorn.app_context import app_context
+from hayhooks_gunicorn.auth import require_read
 from hayhooks_gunicorn.cluster.identity import worker_id
 from hayhooks_gunicorn.cluster.recorder import StateRecorder
 from hayhooks_gunicorn.cluster.state_files import WorkerState, read_workers
@@ -117,7 +118,11 @@ def live_workers(app: FastAPI) -> list[WorkerState]:
     return read_workers(context.state_dir, context.settings.heartbeat_ttl)
 
 
-@router.get("/cluster", summary="Every live worker (all hosts sharing the state directory), the revisions on disk")
+@router.get(
+    "/cluster",
+    summary="Every live worker (all hosts sharing the state directory), the revisions on disk",
+    dependencies=[Depends(require_read)],
+)
 async def cluster(request: Request) -> JSONResponse:
     context = app_context(request.app)
     pipelines = context.pipelines_dir

@@ -54,7 +54,7 @@ def save_files_refused(what: str) -> HTTPException:
 async def forward_deploy_files(pipeline_files_request: PipelineFilesRequest, request: Request) -> JSONResponse:
     if not pipeline_files_request.save_files:
         raise save_files_refused("save_files")
-    submission = Submission.wrapper(pipeline_files_request.name, pipeline_files_request.files)
+    submission = await call(lambda: Submission.wrapper(pipeline_files_request.name, pipeline_files_request.files))
     return await forward(request, submission, pipeline_files_request.overwrite)
 
 
@@ -63,7 +63,7 @@ async def forward_deploy_yaml(yaml_request: YamlDeployRequest, request: Request)
     if not yaml_request.save_file:
         raise save_files_refused("save_file")
     ignored = tuple(f for f in ("description", "skip_mcp") if getattr(yaml_request, f))
-    submission = Submission.yaml(yaml_request.name, yaml_request.source_code)
+    submission = await call(lambda: Submission.yaml(yaml_request.name, yaml_request.source_code))
     return await forward(request, submission, yaml_request.overwrite, ignored)
 
 

@@ -17,14 +17,17 @@ from fastapi.routing import APIRoute
 from hayhooks.server.logger import log
 
 from hayhooks_gunicorn.app_context import app_context
+from hayhooks_gunicorn.auth import require_admin
 from hayhooks_gunicorn.cluster.identity import worker_id
 from hayhooks_gunicorn.cluster.view import live_workers
-from hayhooks_gunicorn.deploys.auth import require_admin
 from hayhooks_gunicorn.deploys.forward_mode import FORWARDED
+from hayhooks_gunicorn.deploys.submission import Submission, check_storable
+from hayhooks_gunicorn.errors import DeployError
 from hayhooks_gunicorn.reload.follow import links_on
 from hayhooks_gunicorn.settings import DeployMode
 
 MUTATING_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+UPLOADS = ("/deploy_files", "/deploy-yaml")
 HOW_TO_DEPLOY = "add it to the shared pipelines directory '{dir}' or run `hayhooks-gunicorn deploy PATH`"
 
 
@@ -72,6 +75,8 @@ def kit_route(route: APIRoute, mode: DeployMode) -> APIRoute:
     guards: list[Any] = [Depends(require_admin)]
     if mode is DeployMode.WARN:
         guards.append(Depends(warn_single_worker))
+        if route.path in UPLOADS:
+            guards.append(Depends(refuse_unstorable))
     elif mode is DeployMode.REJECT:
         guards.append(Depends(refuse_rejected))
     elif route.path in FORWARDED:
@@ -97,6 +102,30 @@ def kit_route(route: APIRoute, mode: DeployMode) -> APIRoute:
 
 
 # warn and reject
+
+
+async def refuse_unstorable(request: Request) -> None:
+    """In ``warn`` mode hayhooks' own route writes the upload, and answers 500 to what no file can hold (a lone
+    surrogate, a name longer than the filesystem allows): refuse those with a 4xx first. A body that is not the
+    route's model is left to hayhooks' validation (422)."""
+    try:
+        body = await request.json()  # FastAPI has read the body already: this is its cached copy
+    except ValueError:
+        return
+    name = body.get("name") if isinstance(body, dict) else None
+    if not isinstance(name, str):
+        return
+    try:
+        if request.url.path.endswith(UPLOADS[1]):
+            source = body.get("source_code")
+            submission = Submission.yaml(name, source if isinstance(source, str) else "")
+        else:
+            files = body.get("files")
+            files = {k: v for k, v in files.items() if isinstance(v, str)} if isinstance(files, dict) else {}
+            submission = Submission.wrapper(name, files)
+        check_storable(submission, app_context(request.app).pipelines_dir)
+    except DeployError as e:
+        raise HTTPException(status_code=e.status, detail=str(e)) from e
 
 
 async def warn_single_worker(request: Request, response: Response) -> None:

@@ -127,6 +127,8 @@ class Workspace:
             shutil.rmtree(holder, ignore_errors=True)
             if e.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
                 raise DeployError(f"File keys of pipeline {submission.name!r} collide: {e}", 422) from e
+            if e.errno == errno.ENAMETOOLONG:  # submission.check_keys should have refused it first
+                raise DeployError(f"A file key of pipeline {submission.name!r} is too long: {e}", 422) from e
             raise write_error(self.pipelines_dir, e) from e
         return Staged(submission, holder, path)
 

@@ -12,7 +12,8 @@ import sys
 import time
 from typing import Any
 
-from hayhooks_gunicorn.cluster.state_files import forget_worker, release_state_dir
+from hayhooks_gunicorn.cluster.state_files import forget_worker, release_state_dir, state_dir
+from hayhooks_gunicorn.cluster.trust import check_state_dir
 from hayhooks_gunicorn.errors import KitError
 from hayhooks_gunicorn.master import gpus, instance, readiness, slots
 from hayhooks_gunicorn.metrics import multiproc_dir
@@ -20,8 +21,8 @@ from hayhooks_gunicorn.settings import WORKER_SLOT_ENV, MetricsMode, WatchMode, 
 
 
 def on_starting(server: Any) -> None:
-    """Fail fast, with one sentence, when the installed hayhooks is not one the kit supports or durable mode cannot
-    boot (``master.durable``); give this master
+    """Fail fast, with one sentence, when the installed hayhooks is not one the kit supports, durable mode cannot
+    boot (``master.durable``) or the state directory is open to other users (``cluster.trust``); give this master
     its own control socket and hold back gunicorn's early ``READY=1`` (see ``readiness``)."""
     from hayhooks_gunicorn.compat import check_hayhooks
     from hayhooks_gunicorn.master.durable import check_durable
@@ -31,6 +32,8 @@ def on_starting(server: Any) -> None:
         if warning := check_durable(pipelines_dir()):
             server.log.warning("%s", warning)
         gpus.log_placement(server.log)
+        if kit_settings().state_dir is not None:
+            check_state_dir(state_dir(), create=True)
         start_instance(server)
     except KitError as e:
         server.log.error("%s", e)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from hayhooks_gunicorn.errors import KitError
 from hayhooks_gunicorn.files import ensure_private_dir, write_atomically
+from hayhooks_gunicorn.sockets import check_ours
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,20 @@ class Instance:
         return self.control_socket.with_name(self.control_socket.name + ".chat.sock")
 
     def prepare(self) -> None:
-        """Create the directories and drop markers a crashed predecessor left behind."""
-        if self.derived:
-            try:
-                ensure_private_dir(self.control_socket.parent, parents=0)
-            except PermissionError as e:
-                raise KitError(str(e)) from e
-        else:
-            self.control_socket.parent.mkdir(parents=True, exist_ok=True)
+        """Create the directories and drop markers a crashed predecessor left behind.
+
+        The control socket's directory is private (0700, ours) wherever it is, since the chat host's socket and the
+        ready markers live beside it; a path of either socket taken by anything but a socket of ours is an error.
+        """
+        directory = self.control_socket.parent
+        try:
+            if not self.derived:
+                directory.parent.mkdir(parents=True, exist_ok=True)
+            ensure_private_dir(directory, parents=0)
+        except PermissionError as e:
+            raise KitError(f"{e}; choose a --control-socket path in a directory of your own") from e
+        check_ours(self.control_socket)
+        check_ours(self.chat_socket)
         shutil.rmtree(self.ready_dir, ignore_errors=True)
         self.ready_dir.mkdir(mode=0o700)
 

@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from hayhooks_gunicorn.app_context import app_context
-from hayhooks_gunicorn.deploys.auth import bearer_guard
+from hayhooks_gunicorn.auth import Role, require, role_tokens
 from hayhooks_gunicorn.errors import KitError
 from hayhooks_gunicorn.metrics import multiproc_dir
 from hayhooks_gunicorn.metrics.instruments import REVISION_INFO
@@ -70,10 +70,10 @@ def render() -> tuple[bytes, str]:
         return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-def metrics_router(token: str | None) -> APIRouter:
-    """``/metrics``, behind ``Authorization: Bearer <token>`` when a *token* is given."""
+def metrics_router(with_token: bool) -> APIRouter:
+    """``/metrics``, behind the read (or admin) token *with_token*."""
     router = APIRouter(tags=["kit"])
-    dependencies = [Depends(bearer_guard(token, "/metrics needs 'Authorization: Bearer <token>'"))] if token else []
+    dependencies = [Depends(require(Role.READ, "/metrics", local_without_token=False))] if with_token else []
 
     @router.get("/metrics", summary="Prometheus metrics of every worker", dependencies=dependencies)
     async def metrics() -> Response:
@@ -89,12 +89,10 @@ def install_metrics(app: FastAPI) -> None:
     settings = context.settings
     if settings.metrics is MetricsMode.OFF:
         return
-    token = None
-    if settings.metrics is MetricsMode.TOKEN:
-        token = settings.admin_token.get_secret_value() if settings.admin_token else ""
-        if not token:
-            msg = "HAYHOOKS_GUNICORN_METRICS=token needs HAYHOOKS_GUNICORN_ADMIN_TOKEN to be set"
-            raise KitError(msg)
-    app.include_router(metrics_router(token))
+    with_token = settings.metrics is MetricsMode.TOKEN
+    if with_token and not role_tokens(settings, Role.READ):
+        msg = "HAYHOOKS_GUNICORN_METRICS=token needs HAYHOOKS_GUNICORN_READ_TOKEN (or HAYHOOKS_GUNICORN_ADMIN_TOKEN)"
+        raise KitError(msg)
+    app.include_router(metrics_router(with_token))
     app.add_middleware(PipelineMetricsMiddleware)
     context.on_boot.append(record_reloads)

@@ -16,6 +16,9 @@ from hayhooks_gunicorn.errors import InvalidPipelineError
 from hayhooks_gunicorn.reload.roots import known_roots, within_roots
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+# Characters of a pipeline name: on disk the kit adds at most a few (``<name>.yaml``, ``<name>.lock``), and every
+# filesystem allows names of 143 bytes or more (255 on most).
+MAX_NAME_LENGTH = 128
 
 
 def check_name(name: str, pipelines_dir: Path, server_routes: list[BaseRoute] | None = None) -> None:
@@ -27,11 +30,18 @@ def check_name(name: str, pipelines_dir: Path, server_routes: list[BaseRoute] | 
     if not NAME_PATTERN.fullmatch(name):
         msg = f"Invalid pipeline name {name!r}: use only letters, digits, '_' and '-'"
         raise InvalidPipelineError(msg)
+    check_length(name)
     if shadows_module(name, pipelines_dir):
         msg = f"Pipeline name {name!r} shadows the importable Python module {name!r}; rename the pipeline"
         raise InvalidPipelineError(msg)
     if server_routes is not None and shadows_route(name, server_routes):
         msg = f"Pipeline name {name!r} clashes with a server route (/{name}/run is taken); rename the pipeline"
+        raise InvalidPipelineError(msg)
+
+
+def check_length(name: str) -> None:
+    if len(name) > MAX_NAME_LENGTH:
+        msg = f"Pipeline name {name[:40]!r}... is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
         raise InvalidPipelineError(msg)
 
 

@@ -5,8 +5,9 @@ a gunicorn worker sees only the runs it served. Each worker listens on ``<state_
 (recorded in its state file) on a thread of its own: a worker whose event loop is busy with a long run still
 answers. The protocol is one JSON line each way: ``{"limit": N}`` in, ``{"worker": id, "traces": [...]}`` out.
 
-The socket is only reachable by the user running the server (mode 0600, in the private state directory); it
-carries what ``/traces`` shows, which that route guards with hayhooks' tracing credentials.
+The socket is only reachable by the user running the server (mode 0600 from the moment it has its name:
+``sockets.bind_private``); it carries what ``/traces`` shows, which that route guards with hayhooks' tracing
+credentials. The asking side connects only to sockets of its own user in the state directory (``route``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from hayhooks.server.utils.live_trace_buffer import get_recent_traces
 
 from hayhooks_gunicorn.cluster.identity import worker_id
 from hayhooks_gunicorn.cluster.state_files import ensure_state_dir, traces_socket_path
+from hayhooks_gunicorn.errors import KitError
+from hayhooks_gunicorn.sockets import bind_private
 
 # sun_path holds 108 bytes on Linux; a longer state directory path cannot carry a socket.
 MAX_SOCKET_PATH = 107
@@ -79,10 +82,13 @@ def start(state_dir: Path) -> None:
         return
     try:
         ensure_state_dir(state_dir)
-        path.unlink(missing_ok=True)  # left by a process of the same pid (a container restart)
-        server = _Server(str(path), _Handler)
-        os.chmod(path, 0o600)
-    except OSError as e:
+        # 0600 from the start, replacing a socket of ours a process of the same pid left (a container restart)
+        sock = bind_private(path)
+        server = _Server(str(path), _Handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket, server.server_address = sock, str(path)
+        server.server_activate()
+    except (OSError, KitError) as e:
         log.warning("Worker {} cannot serve its traces on '{}': {}", os.getpid(), path, e)
         return
     _server, _server_pid = server, os.getpid()

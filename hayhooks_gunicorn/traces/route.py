@@ -15,6 +15,7 @@ the trace (start + duration) stands for it. A worker that is gone or slower than
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -29,7 +30,8 @@ from hayhooks.settings import settings
 
 from hayhooks_gunicorn.app_context import app_context
 from hayhooks_gunicorn.cluster.identity import worker_id
-from hayhooks_gunicorn.cluster.state_files import read_workers
+from hayhooks_gunicorn.cluster.state_files import WorkerState, read_workers, traces_socket_path
+from hayhooks_gunicorn.cluster.trust import trusted_socket
 from hayhooks_gunicorn.traces import peer
 
 WORKER_TAG = "hayhooks_gunicorn.worker"
@@ -71,7 +73,15 @@ async def traces(request: Request, limit: int | None = Query(default=None, gt=0)
     me = worker_id()
     peers = [w for w in workers if w.id != me and w.traces_socket]
     timeout = context.settings.traces_peer_timeout
-    replies = await asyncio.gather(*(peer.ask(w.traces_socket, resolved_limit + 1, timeout) for w in peers))
+
+    async def ask(worker: WorkerState) -> list[dict[str, Any]] | None:
+        # A socket that is not where a worker of this directory listens, or not ours, is never asked: that worker
+        # is missing (a worker of another host sharing the directory, whose socket this host cannot reach, too).
+        if not await run_in_threadpool(peer_socket, context.state_dir, worker):
+            return None
+        return await peer.ask(worker.traces_socket, resolved_limit + 1, timeout)
+
+    replies = await asyncio.gather(*(ask(w) for w in peers))
     answers: dict[str, list[dict[str, Any]]] = {me: [dict(t) for t in get_recent_traces(limit=resolved_limit + 1)]}
     answers.update({w.id: reply for w, reply in zip(peers, replies, strict=True) if reply is not None})
     page, has_more = merge(answers, resolved_limit)
@@ -90,6 +100,15 @@ async def traces(request: Request, limit: int | None = Query(default=None, gt=0)
     missing = sorted(w.id for w, reply in zip(peers, replies, strict=True) if reply is None)
     response["workers"] = {"answered": sorted(answers), "missing": missing}
     return JSONResponse(response)
+
+
+def peer_socket(state_dir: Path, worker: WorkerState) -> bool:
+    """Whether *worker*'s trace socket may be asked: the path a worker of this directory listens on, and ours.
+
+    A state file names any path it likes; only the one ``peer.start`` would use, in the state directory, counts.
+    """
+    expected = traces_socket_path(state_dir, worker.host, worker.pid)
+    return worker.traces_socket == str(expected) and trusted_socket(expected)
 
 
 def install_traces(app: FastAPI, start_at_boot: bool = True) -> bool:

@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from hayhooks_gunicorn.app_context import AppContext, app_context, attach
 from hayhooks_gunicorn.chat.config import take_over_ui
-from hayhooks_gunicorn.chat.forward import install_forwarder
+from hayhooks_gunicorn.chat.forward import ChatForwarder, close_at_shutdown, install_forwarder
 from hayhooks_gunicorn.cluster.identity import WorkerHeaderMiddleware
 from hayhooks_gunicorn.cluster.recorder import StateRecorder
 from hayhooks_gunicorn.cluster.state_files import state_dir
@@ -83,8 +83,7 @@ def create_app() -> FastAPI:
     else:
         app = create_hayhooks_app()
     apply_sync_run(kit.sync_run)
-    if chat_socket is not None:
-        install_forwarder(app, chat_socket, settings.chainlit_path)
+    forwarder = install_forwarder(app, chat_socket, settings.chainlit_path) if chat_socket is not None else None
     install_health(app)
     app.add_middleware(WorkerHeaderMiddleware)
     context = AppContext(settings=kit, server_routes=[], state_dir=state_dir(kit))
@@ -100,7 +99,7 @@ def create_app() -> FastAPI:
         )
         durable.refuse_deploys(app, directory)
         install_cluster(app, record=False)
-        return app
+        return finish(app, forwarder)
     app.router.lifespan_context = lifespan
     # Deploy calls reach every worker (or say they do not); every worker records its state for GET /cluster.
     install_deploy_routes(app)
@@ -109,4 +108,11 @@ def create_app() -> FastAPI:
     install_cluster(app)
     # Taken before any pipeline is served: a pipeline name must not shadow these.
     context.server_routes = fixed_routes(app)
+    return finish(app, forwarder)
+
+
+def finish(app: FastAPI, forwarder: ChatForwarder | None) -> FastAPI:
+    """Last, once the app's lifespan is final: the chat forwarder's connections close when it ends."""
+    if forwarder is not None:
+        close_at_shutdown(app, forwarder)
     return app
