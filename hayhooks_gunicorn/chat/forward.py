@@ -16,17 +16,8 @@ from typing import Any
 import httpx
 from starlette.types import Message, Receive, Scope, Send
 
-HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
-)
-# The websocket handshake's own headers: the connection to the host has its own key, version and extensions.
-HANDSHAKE = HOP_BY_HOP | {
-    b"host",
-    b"sec-websocket-key",
-    b"sec-websocket-version",
-    b"sec-websocket-extensions",
-    b"sec-websocket-protocol",
-}
+from hayhooks_gunicorn.chat.websocket import HOP_BY_HOP, forward_websocket
+
 UNAVAILABLE = b'{"detail":"The chat UI is restarting; try again in a moment"}'
 
 
@@ -60,8 +51,6 @@ class ChatForwarder:
         if scope["type"] == "http":
             await self.forward_http(scope, receive, send)
         elif scope["type"] == "websocket":
-            from hayhooks_gunicorn.chat.websocket import forward_websocket
-
             await forward_websocket(self.socket_path, target(scope), scope, receive, send)
 
     async def forward_http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -128,17 +117,6 @@ async def send_unavailable(send: Send) -> None:
     headers = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
     await send({"type": "http.response.start", "status": 503, "headers": headers})
     await send({"type": "http.response.body", "body": UNAVAILABLE})
-
-
-def handshake_headers(scope: Scope) -> list[tuple[str, str]]:
-    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k.lower() not in HANDSHAKE]
-
-
-def host_header(scope: Scope) -> str:
-    for key, value in scope["headers"]:
-        if key.lower() == b"host":
-            return str(value.decode("latin-1"))
-    return "localhost"
 
 
 def install_forwarder(app: Any, socket_path: Path, chat_path: str) -> ChatForwarder:

@@ -13,9 +13,19 @@ from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from hayhooks_gunicorn.chat.forward import handshake_headers, host_header
-
 OPEN_TIMEOUT = 5.0
+# Headers of one connection, never forwarded (RFC 9110 section 7.6.1); the HTTP forwarder (``forward``) drops them too.
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+)
+# The websocket handshake's own headers: the connection to the host has its own key, version and extensions.
+HANDSHAKE = HOP_BY_HOP | {
+    b"host",
+    b"sec-websocket-key",
+    b"sec-websocket-version",
+    b"sec-websocket-extensions",
+    b"sec-websocket-protocol",
+}
 
 
 async def forward_websocket(socket_path: Path, target: str, scope: Scope, receive: Receive, send: Send) -> None:
@@ -73,3 +83,14 @@ async def host_to_client(upstream: ClientConnection, send: Send) -> None:
         pass
     code = upstream.close_code
     await send({"type": "websocket.close", "code": code if code and code not in (1005, 1006) else 1000})
+
+
+def handshake_headers(scope: Scope) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k.lower() not in HANDSHAKE]
+
+
+def host_header(scope: Scope) -> str:
+    for key, value in scope["headers"]:
+        if key.lower() == b"host":
+            return str(value.decode("latin-1"))
+    return "localhost"

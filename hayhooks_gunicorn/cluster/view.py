@@ -5,22 +5,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from hayhooks_gunicorn.app_context import app_context
 from hayhooks_gunicorn.cluster.identity import worker_id
-from hayhooks_gunicorn.cluster.recorder import StateRecorder
 from hayhooks_gunicorn.cluster.state_files import WorkerState, read_workers
-from hayhooks_gunicorn.reload import scan
 from hayhooks_gunicorn.reload.follow import resolve_dir
-
-router = APIRouter(tags=["kit"])
+from hayhooks_gunicorn.reload.scan import scan
 
 
 @dataclass(frozen=True)
@@ -103,27 +100,19 @@ class Progress:
         return {"workers": len(self.workers), "behind": self.behind, "failed": self.failed}
 
 
-def install_cluster(app: FastAPI, record: bool = True) -> None:
-    """Record this worker's state once its reload runtime boots (unless *record* is off: a durable worker records
-    its fixed set itself), and serve ``GET /cluster``."""
-    context = app_context(app)
-    if record:
-        context.on_boot.append(StateRecorder(context.state_dir))
-    app.include_router(router)
+def cluster_router(state_dir: Path, ttl: float, pipelines_dir: Callable[[], Path]) -> APIRouter:
+    """``GET /cluster`` over the worker states in *state_dir*, against the directory *pipelines_dir* returns when
+    asked (the worker's app context passes it in: a worker that follows a link serves from where it leads)."""
+    router = APIRouter(tags=["kit"])
 
+    @router.get("/cluster", summary="Every live worker (all hosts sharing the state directory), the revisions on disk")
+    async def cluster() -> JSONResponse:
+        pipelines = pipelines_dir()
+        try:
+            view = await run_in_threadpool(cluster_view, state_dir, pipelines, ttl)
+        except OSError as e:
+            body = {"converged": False, "worker": worker_id(), "error": f"Cannot read '{pipelines}': {e}"}
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({**view.to_json(), "worker": worker_id(), "state_dir": str(state_dir)})
 
-def live_workers(app: FastAPI) -> list[WorkerState]:
-    context = app_context(app)
-    return read_workers(context.state_dir, context.settings.heartbeat_ttl)
-
-
-@router.get("/cluster", summary="Every live worker (all hosts sharing the state directory), the revisions on disk")
-async def cluster(request: Request) -> JSONResponse:
-    context = app_context(request.app)
-    pipelines = context.pipelines_dir
-    try:
-        view = await run_in_threadpool(cluster_view, context.state_dir, pipelines, context.settings.heartbeat_ttl)
-    except OSError as e:
-        body = {"converged": False, "worker": worker_id(), "error": f"Cannot read '{pipelines}': {e}"}
-        return JSONResponse(body, status_code=503)
-    return JSONResponse({**view.to_json(), "worker": worker_id(), "state_dir": str(context.state_dir)})
+    return router

@@ -20,7 +20,7 @@ from hayhooks.server.routers.undeploy import UndeployResponse
 
 from hayhooks_gunicorn.app_context import app_context
 from hayhooks_gunicorn.cluster.identity import worker_id
-from hayhooks_gunicorn.cluster.view import Progress, live_workers
+from hayhooks_gunicorn.cluster.view import Progress
 from hayhooks_gunicorn.deploys.shared_dir import Workspace, write_submission
 from hayhooks_gunicorn.deploys.submission import Limits, Submission, check_removable, validate
 from hayhooks_gunicorn.errors import DeployError
@@ -81,7 +81,7 @@ async def forward_undeploy(
         return workspace.remove(pipeline_name)
 
     removed = await call(remove)
-    if not removed and not any(pipeline_name in w.pipelines for w in await run_in_threadpool(live_workers, app)):
+    if not removed and not any(pipeline_name in w.pipelines for w in await run_in_threadpool(context.live_workers)):
         raise HTTPException(status_code=404, detail=f"Pipeline '{pipeline_name}' not found")
     progress = await wait_for(app, pipeline_name, None, wait_seconds(context.settings))
     still = len(progress.behind)
@@ -167,7 +167,7 @@ async def wait_for(
     last: list[Progress] = []
 
     async def settled() -> bool:
-        progress = Progress(name, revision, await run_in_threadpool(live_workers, app))
+        progress = Progress(name, revision, await run_in_threadpool(app_context(app).live_workers))
         last[:] = [progress]
         if not progress.behind:
             return True

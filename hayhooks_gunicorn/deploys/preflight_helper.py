@@ -2,7 +2,7 @@
 
 Started by ``helper_handle`` as ``python -m hayhooks_gunicorn.deploys.preflight_helper``. It imports what a check
 needs (Haystack, hayhooks, the worker's app) once, then reads one JSON request a line on stdin and forks a child
-per request; the child runs ``preflight.check_here`` exactly as the cold ``python -m ...preflight`` process does,
+per request; the child runs ``preflight_check.check_here`` as the cold ``python -m ...preflight_check`` process does,
 so pipelines never see each other's modules. Several children run at once; the helper multiplexes their pipes and
 writes one JSON reply a line to the protocol descriptor (the original stdout; its fd 1 then points at stderr, so a
 stray print in the helper cannot corrupt the protocol). A child's own stdout and stderr go to a pipe whose tail is
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hayhooks_gunicorn.deploys.preflight import check_here
+from hayhooks_gunicorn.deploys.preflight_check import check_here
 from hayhooks_gunicorn.reload.scan import Kind
 
 OUTPUT_TAIL = 4096  # bytes of a child's stdout/stderr kept for the error of a child that exited without a result

@@ -18,7 +18,6 @@ from hayhooks.server.logger import log
 
 from hayhooks_gunicorn.app_context import app_context
 from hayhooks_gunicorn.cluster.identity import worker_id
-from hayhooks_gunicorn.cluster.view import live_workers
 from hayhooks_gunicorn.deploys.auth import require_admin
 from hayhooks_gunicorn.deploys.forward_mode import FORWARDED
 from hayhooks_gunicorn.reload.follow import links_on
@@ -101,7 +100,7 @@ def kit_route(route: APIRoute, mode: DeployMode) -> APIRoute:
 
 async def warn_single_worker(request: Request, response: Response) -> None:
     me = worker_id()
-    others = len([w for w in await run_in_threadpool(live_workers, request.app) if w.id != me])
+    others = len([w for w in await run_in_threadpool(app_context(request.app).live_workers) if w.id != me])
     text = (
         f"Handled by worker {me} only (HAYHOOKS_GUNICORN_DEPLOY_MODE=warn): "
         f"{others} other live worker(s) did not get this change from the call"
