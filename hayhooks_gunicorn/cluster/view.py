@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from hayhooks_gunicorn.cluster.identity import worker_id
 from hayhooks_gunicorn.cluster.state_files import WorkerState, read_workers
+from hayhooks_gunicorn.polling import poll_until
 from hayhooks_gunicorn.reload.follow import resolve_dir
 from hayhooks_gunicorn.reload.scan import scan
 
@@ -98,6 +100,37 @@ class Progress:
 
     def to_json(self) -> dict[str, Any]:
         return {"workers": len(self.workers), "behind": self.behind, "failed": self.failed}
+
+
+def wait_until_serving(
+    name: str,
+    revision: str | None,
+    live_workers: Callable[[], list[WorkerState]],
+    timeout: float,
+    interval: float,
+    on_disk: Callable[[], str | None] | None = None,
+) -> Progress:
+    """Poll *live_workers* until each serves *revision* of *name* (``None``: none serves it) or *timeout* passes.
+
+    With *on_disk* (the revision of *name* in the directory now), the wait also stops when the directory has moved
+    on (a later deploy replaced the revision), and returns the progress on the revision now on disk. The one wait
+    of deploy calls (``deploys.forward_mode``) and of the CLI (``cluster.lookup``).
+    """
+    last: list[Progress] = []
+
+    def settled() -> bool:
+        progress = Progress(name, revision, live_workers())
+        last[:] = [progress]
+        if not progress.behind:
+            return True
+        if on_disk is not None and revision is not None and (now := on_disk()) != revision:
+            last[:] = [Progress(name, now, progress.workers)]
+            return True
+        return False
+
+    with contextlib.suppress(TimeoutError):
+        poll_until(settled, timeout, interval)
+    return last[0]
 
 
 def cluster_router(state_dir: Path, ttl: float, pipelines_dir: Callable[[], Path]) -> APIRouter:

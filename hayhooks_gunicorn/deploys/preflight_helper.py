@@ -67,7 +67,9 @@ def run_child(request: dict[str, Any], result_fd: int, output_fd: int) -> None:
         os._exit(code)
 
 
-class Helper:
+class CheckServer:
+    """The helper's loop: one JSON request a line in, a forked child per check, one JSON reply a line out."""
+
     def __init__(self, protocol_fd: int, idle_exit: float) -> None:
         self.protocol_fd = protocol_fd
         # With no check for this long, exit: the caller starts a new helper for its next check (a request sent
@@ -238,7 +240,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from hayhooks_gunicorn.settings import kit_settings
 
-    Helper(protocol_fd, kit_settings().preflight_helper_idle).serve()
+    CheckServer(protocol_fd, kit_settings().preflight_helper_idle).serve()
 
 
 if __name__ == "__main__":
