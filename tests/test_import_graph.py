@@ -19,6 +19,8 @@ package's ``__init__`` re-exports for the code outside, lazily, as ``reload/__in
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "hayhooks_gunicorn"
@@ -102,3 +104,29 @@ def test_the_walk_sees_function_level_and_type_checking_imports(tmp_path: Path) 
     assert graph["pkg.sub.a"] == {"pkg.sub.b"}
     assert graph["pkg.sub.b"] == {"pkg.c"}  # "pkg" is its own package
     assert find_cycle(graph) == ["pkg.c", "pkg.sub.a", "pkg.sub.b", "pkg.c"]
+
+
+LIGHT = """
+import sys
+import hayhooks_gunicorn.deploys.preflight, hayhooks_gunicorn.master.hooks, hayhooks_gunicorn.traces.peer
+heavy = ("hayhooks.server.app", "hayhooks.server.routers", "haystack", "uvicorn_worker", "hayhooks_gunicorn.worker.")
+print(sorted(m for m in sys.modules if m.startswith(heavy)))
+"""
+NAMES = """
+from hayhooks_gunicorn import HayhooksWorker
+from hayhooks_gunicorn.deploys import install_deploy_routes
+from hayhooks_gunicorn.traces import install_traces
+from hayhooks_gunicorn.worker import HayhooksWorker as Worker, post_worker_init
+from hayhooks_gunicorn.worker.gunicorn_worker import post_worker_init as defined
+assert HayhooksWorker is Worker and post_worker_init is defined and callable(install_deploy_routes)
+print(install_traces.__module__)
+"""
+
+
+def test_the_master_and_the_preflight_caller_import_no_server_and_the_packages_keep_their_names() -> None:
+    """The master's hooks, the pre-flight's caller side and the trace peer import neither hayhooks' server app and
+    routers, nor Haystack, nor the worker: the packages' ``__init__`` re-export lazily, and still by the same names."""
+    light = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True, check=True, timeout=120)
+    assert light.stdout.strip() == "[]"
+    names = subprocess.run([sys.executable, "-c", NAMES], capture_output=True, text=True, timeout=120)
+    assert names.stdout.strip() == "hayhooks_gunicorn.traces.route", names.stderr
