@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -103,7 +102,7 @@ def test_every_setting_is_in_the_configuration_page_with_its_default_and_bounds(
         assert meaning, variable
 
 
-def test_the_table_check_sees_a_wrong_default_and_a_missing_setting(tmp_path: Path) -> None:
+def test_the_table_check_sees_a_wrong_default() -> None:
     text = CONFIGURATION.read_text()
     rows = settings_table(text.replace("| `500` |", "| `250` |", 1))
     assert rows[f"{ENV_PREFIX}POLL_INTERVAL_MS"][0] == "`250`" != default(KitSettings.model_fields["poll_interval_ms"])
