@@ -32,7 +32,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help=f"comma-separated scenarios to run (default: all of {names})")
     parser.add_argument("--results", type=Path, default=report.RESULTS_DIR, help="where latest.{json,md,png} go")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs and work directory")
-    parser.add_argument("--readme", type=Path, default=None, help="also embed the table in this README")
+    parser.add_argument(
+        "--readme", type=Path, default=None, help="also embed the table in this page (docs/benchmarks.md)"
+    )
     args = parser.parse_args(argv)
     unknown = set(filter(None, args.only.split(","))) - set(names)
     if unknown:

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.memory_chart RESULTS.json OUT.png``: the README's "Memory" chart from a memory run."""
+"""``python -m benchmarks.memory_chart RESULTS.json OUT.png``: the chart of docs/memory.md from a memory run."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Results as JSON (``latest.json``), a markdown table (``latest.md``, embedded in README) and a PNG chart."""
+"""Results as JSON (``latest.json``), a markdown table (``latest.md``, in docs/benchmarks.md) and a PNG chart."""
 
 from __future__ import annotations
 
@@ -313,7 +313,7 @@ def write(results: dict[str, Any], directory: Path = RESULTS_DIR) -> dict[str, P
 
 
 def embed_in_readme(readme: Path, table: str, chart_link: str | None = "benchmarks/results/latest.png") -> bool:
-    """Replace the text between the README's benchmark markers with the latest table and chart."""
+    """Replace the text between the page's benchmark markers (docs/benchmarks.md) with the latest table and chart."""
     text = readme.read_text()
     pattern = re.compile(re.escape(README_START) + r".*?" + re.escape(README_END), re.DOTALL)
     if not pattern.search(text):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from starlette.routing import BaseRoute
 
+from hayhooks_gunicorn.cluster.state_files import WorkerState, read_workers
 from hayhooks_gunicorn.errors import KitError
 from hayhooks_gunicorn.settings import KitSettings, pipelines_dir
 
@@ -42,6 +43,10 @@ class AppContext:
         if self.durable is not None:
             return self.durable.serves_from
         return self.runtime.reconciler.pipelines_dir if self.runtime is not None else pipelines_dir()
+
+    def live_workers(self) -> list[WorkerState]:
+        """Every worker whose state file is fresh, on every host sharing the state directory (reads files)."""
+        return read_workers(self.state_dir, self.settings.heartbeat_ttl)
 
 
 def attach(app: FastAPI, context: AppContext) -> None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -24,15 +23,3 @@ def poll_until(predicate: Callable[[], T | None], timeout: float | None, interva
         if deadline is not None and time.monotonic() >= deadline:
             raise TimeoutError(f"condition not met within {timeout:g}s")
         time.sleep(interval)
-
-
-async def poll_until_async(predicate: Callable[[], Awaitable[T | None]], timeout: float, interval: float = 0.05) -> T:
-    """:func:`poll_until` for an event loop: the predicate is awaited, the pause does not block the loop."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"condition not met within {timeout:g}s")
-        await asyncio.sleep(interval)

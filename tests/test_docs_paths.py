@@ -42,7 +42,7 @@ def refusing_overlays() -> list[str]:
     return refusing
 
 
-def test_deploy_calls_on_a_rejecting_overlay_get_403_and_the_readme_says_so(
+def test_deploy_calls_on_a_rejecting_overlay_get_403_and_the_docs_say_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert refusing_overlays() == ["git-sync", "readonly"]
@@ -52,11 +52,9 @@ def test_deploy_calls_on_a_rejecting_overlay_get_403_and_the_readme_says_so(
     with booted_app(pipelines, monkeypatch, DEPLOY_MODE="reject", ADMIN_TOKEN="docs-token") as app:
         answer = TestClient(app).post("/undeploy/docs_greeting", headers={"Authorization": "Bearer docs-token"})
     assert answer.status_code == 403 and "DEPLOY_MODE=reject" in answer.json()["detail"]
-    readme = (REPO / "README.md").read_text()
+    page = (REPO / "docs" / "deploying.md").read_text()  # the shipping table
     for overlay in refusing_overlays():
-        rows = [
-            line for line in readme.splitlines() if f"deploy/kubernetes/overlays/{overlay}`" in line and "|" in line
-        ]
+        rows = [line for line in page.splitlines() if f"deploy/kubernetes/overlays/{overlay}`" in line and "|" in line]
         assert rows, overlay
         for row in rows:
             assert "deploy calls get `403`" in row, row

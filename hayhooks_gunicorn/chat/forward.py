@@ -12,33 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import json
-import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-Header = tuple[bytes, bytes]
-HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
-)
-# The websocket handshake's own headers: the connection to the host has its own key, version and extensions.
-HANDSHAKE = HOP_BY_HOP | {
-    b"host",
-    b"sec-websocket-key",
-    b"sec-websocket-version",
-    b"sec-websocket-extensions",
-    b"sec-websocket-protocol",
-}
+from hayhooks_gunicorn.chat.upstream import BadRequest, end_to_end, host_header, send_bad_request, target
+from hayhooks_gunicorn.chat.websocket import forward_websocket
+
 UNAVAILABLE = b'{"detail":"The chat UI is restarting; try again in a moment"}'
-# RFC 9110 section 7.2: uri-host [":" port], the host a name or an IP literal in brackets; no path, query or user.
-HOST = re.compile(r"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 # Connections to the host one worker holds at most; a long poll holds one for up to engine.io's ping interval
 # (25 s), so a request past the bound waits up to POOL_WAIT for one, then is answered 503.
 MAX_CONNECTIONS = 256
@@ -47,10 +32,6 @@ POOL_WAIT = 10.0
 
 class ClientGone(Exception):
     """The client went away while its request body was being forwarded."""
-
-
-class BadRequest(Exception):
-    """A request the forwarder will not pass on: the message says why, the client gets a 400."""
 
 
 class ChatForwarder:
@@ -85,8 +66,6 @@ class ChatForwarder:
                 return
             await self.forward_http(scope, receive, send)
         elif scope["type"] == "websocket":
-            from hayhooks_gunicorn.chat.websocket import forward_websocket
-
             await forward_websocket(self.socket_path, scope, receive, send)
 
     async def forward_http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -124,31 +103,6 @@ class ChatForwarder:
             await response.aclose()
 
 
-def target(scope: Scope) -> str:
-    """The request target as the client sent it: the raw path (under any mount), then the query.
-
-    Raises :class:`BadRequest` for a path with ``.`` or ``..`` segments (percent-encoded too): the host's router
-    does not normalise them, and whatever sits between a client and the host might.
-    """
-    path: bytes = scope.get("raw_path") or scope["path"].encode()
-    if any(segment in (".", "..") for segment in unquote(path.decode("latin-1")).split("/")):
-        raise BadRequest("The chat path must not contain '.' or '..' segments")
-    query: bytes = scope.get("query_string", b"")
-    return (path + (b"?" + query if query else b"")).decode("latin-1")
-
-
-def end_to_end(headers: Iterable[Header], drop: frozenset[bytes] = HOP_BY_HOP) -> list[Header]:
-    """*headers* without the hop-by-hop ones and those the ``Connection`` header names (RFC 9110 section 7.6.1)."""
-    headers = list(headers)
-    named = {
-        token.strip().lower().encode("latin-1")
-        for key, value in headers
-        if key.lower() == b"connection"
-        for token in value.decode("latin-1").split(",")
-    }
-    return [(k, v) for k, v in headers if k.lower() not in drop and k.lower() not in named]
-
-
 async def request_body(receive: Receive, sent: asyncio.Event) -> AsyncIterator[bytes]:
     while True:
         message: Message = await receive()
@@ -171,34 +125,6 @@ async def send_unavailable(send: Send) -> None:
     headers = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
     await send({"type": "http.response.start", "status": 503, "headers": headers})
     await send({"type": "http.response.body", "body": UNAVAILABLE})
-
-
-async def send_bad_request(send: Send, detail: str, prefix: str = "http") -> None:
-    """A 400; *prefix* ``websocket`` answers a handshake (ASGI's ``websocket.http.response`` extension)."""
-    body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": f"{prefix}.response.start", "status": 400, "headers": headers})
-    await send({"type": f"{prefix}.response.body", "body": body})
-
-
-def handshake_headers(scope: Scope) -> list[tuple[str, str]]:
-    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in end_to_end(scope["headers"], HANDSHAKE)]
-
-
-def host_header(scope: Scope) -> str:
-    """The request's one ``Host``, checked to be a host and port and nothing more; raises :class:`BadRequest`."""
-    hosts: list[str] = [value.decode("latin-1") for key, value in scope["headers"] if key.lower() == b"host"]
-    if not hosts:
-        return "localhost"
-    host = hosts[0]
-    if len(hosts) > 1 or not HOST.fullmatch(host):
-        raise BadRequest(f"Malformed Host header {host[:100]!r}")
-    if host.startswith("["):
-        try:
-            ipaddress.IPv6Address(host[1 : host.index("]")])
-        except ValueError as e:
-            raise BadRequest(f"Malformed Host header {host[:100]!r}") from e
-    return host
 
 
 def install_forwarder(app: Any, socket_path: Path, chat_path: str) -> ChatForwarder:

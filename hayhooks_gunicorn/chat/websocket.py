@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from hayhooks_gunicorn.chat.forward import BadRequest, handshake_headers, host_header, send_bad_request, target
+from hayhooks_gunicorn.chat.upstream import BadRequest, handshake_headers, host_header, send_bad_request, target
 
 OPEN_TIMEOUT = 5.0
 

@@ -10,8 +10,7 @@ import httpx
 from pydantic import ValidationError
 
 from hayhooks_gunicorn.cluster.state_files import WorkerState, read_workers, state_dir
-from hayhooks_gunicorn.cluster.view import ClusterView, Progress, disk_revisions
-from hayhooks_gunicorn.polling import poll_until
+from hayhooks_gunicorn.cluster.view import ClusterView, Progress, disk_revisions, wait_until_serving
 from hayhooks_gunicorn.settings import KitSettings
 
 WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
@@ -54,16 +53,11 @@ def wait_for_workers(
     name: str, revision: str | None, url: str | None, pipelines_dir: Path, settings: KitSettings, timeout: float
 ) -> tuple[ClusterView, Progress]:
     """Poll until every live worker serves *revision* of *name* (None: none serves it) or *timeout* passes."""
-    last: list[tuple[ClusterView, Progress]] = []
+    views: list[ClusterView] = []
 
-    def caught_up() -> bool:
-        view = fetch_view(url, pipelines_dir, settings)
-        progress = Progress(name, revision, view.workers)
-        last[:] = [(view, progress)]
-        return not progress.behind
+    def live_workers() -> list[WorkerState]:
+        views[:] = [fetch_view(url, pipelines_dir, settings)]
+        return views[0].workers
 
-    try:
-        poll_until(caught_up, timeout, interval=0.1)
-    except TimeoutError:
-        pass
-    return last[0]
+    progress = wait_until_serving(name, revision, live_workers, timeout, interval=0.1)
+    return views[0], progress

@@ -5,23 +5,22 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
+from fastapi.params import Depends
 from fastapi.responses import JSONResponse
 
-from hayhooks_gunicorn.app_context import app_context
-from hayhooks_gunicorn.auth import require_read
 from hayhooks_gunicorn.cluster.identity import worker_id
-from hayhooks_gunicorn.cluster.recorder import StateRecorder
 from hayhooks_gunicorn.cluster.state_files import WorkerState, read_workers
-from hayhooks_gunicorn.reload import scan
+from hayhooks_gunicorn.polling import poll_until
 from hayhooks_gunicorn.reload.follow import resolve_dir
-
-router = APIRouter(tags=["kit"])
+from hayhooks_gunicorn.reload.scan import scan
 
 
 @dataclass(frozen=True)
@@ -104,31 +103,57 @@ class Progress:
         return {"workers": len(self.workers), "behind": self.behind, "failed": self.failed}
 
 
-def install_cluster(app: FastAPI, record: bool = True) -> None:
-    """Record this worker's state once its reload runtime boots (unless *record* is off: a durable worker records
-    its fixed set itself), and serve ``GET /cluster``."""
-    context = app_context(app)
-    if record:
-        context.on_boot.append(StateRecorder(context.state_dir))
-    app.include_router(router)
+def wait_until_serving(
+    name: str,
+    revision: str | None,
+    live_workers: Callable[[], list[WorkerState]],
+    timeout: float,
+    interval: float,
+    on_disk: Callable[[], str | None] | None = None,
+) -> Progress:
+    """Poll *live_workers* until each serves *revision* of *name* (``None``: none serves it) or *timeout* passes.
+
+    With *on_disk* (the revision of *name* in the directory now), the wait also stops when the directory has moved
+    on (a later deploy replaced the revision), and returns the progress on the revision now on disk. The one wait
+    of deploy calls (``deploys.forward_mode``) and of the CLI (``cluster.lookup``).
+    """
+    last: list[Progress] = []
+
+    def settled() -> bool:
+        progress = Progress(name, revision, live_workers())
+        last[:] = [progress]
+        if not progress.behind:
+            return True
+        if on_disk is not None and revision is not None and (now := on_disk()) != revision:
+            last[:] = [Progress(name, now, progress.workers)]
+            return True
+        return False
+
+    with contextlib.suppress(TimeoutError):
+        poll_until(settled, timeout, interval)
+    return last[0]
 
 
-def live_workers(app: FastAPI) -> list[WorkerState]:
-    context = app_context(app)
-    return read_workers(context.state_dir, context.settings.heartbeat_ttl)
+def cluster_router(
+    state_dir: Path, ttl: float, pipelines_dir: Callable[[], Path], guard: Depends | None = None
+) -> APIRouter:
+    """``GET /cluster`` over the worker states in *state_dir*, against the directory *pipelines_dir* returns when
+    asked (the worker's app context passes it in: a worker that follows a link serves from where it leads), behind
+    *guard* (the worker passes ``auth``'s read role)."""
+    router = APIRouter(tags=["kit"])
 
+    @router.get(
+        "/cluster",
+        summary="Every live worker (all hosts sharing the state directory), the revisions on disk",
+        dependencies=[guard] if guard is not None else [],
+    )
+    async def cluster() -> JSONResponse:
+        pipelines = pipelines_dir()
+        try:
+            view = await run_in_threadpool(cluster_view, state_dir, pipelines, ttl)
+        except OSError as e:
+            body = {"converged": False, "worker": worker_id(), "error": f"Cannot read '{pipelines}': {e}"}
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({**view.to_json(), "worker": worker_id(), "state_dir": str(state_dir)})
 
-@router.get(
-    "/cluster",
-    summary="Every live worker (all hosts sharing the state directory), the revisions on disk",
-    dependencies=[Depends(require_read)],
-)
-async def cluster(request: Request) -> JSONResponse:
-    context = app_context(request.app)
-    pipelines = context.pipelines_dir
-    try:
-        view = await run_in_threadpool(cluster_view, context.state_dir, pipelines, context.settings.heartbeat_ttl)
-    except OSError as e:
-        body = {"converged": False, "worker": worker_id(), "error": f"Cannot read '{pipelines}': {e}"}
-        return JSONResponse(body, status_code=503)
-    return JSONResponse({**view.to_json(), "worker": worker_id(), "state_dir": str(context.state_dir)})
+    return router

@@ -5,6 +5,7 @@ live). The calling worker's reloads go on meanwhile: nothing of the upload runs 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,11 +21,10 @@ from hayhooks.server.routers.undeploy import UndeployResponse
 
 from hayhooks_gunicorn.app_context import app_context
 from hayhooks_gunicorn.cluster.identity import worker_id
-from hayhooks_gunicorn.cluster.view import Progress, live_workers
+from hayhooks_gunicorn.cluster.view import Progress, wait_until_serving
 from hayhooks_gunicorn.deploys.shared_dir import Workspace, write_submission
 from hayhooks_gunicorn.deploys.submission import Limits, Submission, check_removable, validate
 from hayhooks_gunicorn.errors import DeployError
-from hayhooks_gunicorn.polling import poll_until_async
 from hayhooks_gunicorn.reload import fingerprint
 from hayhooks_gunicorn.settings import KitSettings, WatchMode
 
@@ -81,7 +81,7 @@ async def forward_undeploy(
         return workspace.remove(pipeline_name)
 
     removed = await call(remove)
-    if not removed and not any(pipeline_name in w.pipelines for w in await run_in_threadpool(live_workers, app)):
+    if not removed and not any(pipeline_name in w.pipelines for w in await run_in_threadpool(context.live_workers)):
         raise HTTPException(status_code=404, detail=f"Pipeline '{pipeline_name}' not found")
     progress = await wait_for(app, pipeline_name, None, wait_seconds(context.settings))
     still = len(progress.behind)
@@ -159,30 +159,11 @@ async def call(function: Callable[[], T]) -> T:
 async def wait_for(
     app: FastAPI, name: str, revision: str | None, timeout: float, target: Path | None = None
 ) -> Progress:
-    """Poll the live workers until each serves *revision* (None: none serves *name*) or *timeout* passes.
-
-    When the directory moves on meanwhile (a later deploy replaced it), the wait stops and returns the
-    progress on the revision now on disk.
-    """
-    last: list[Progress] = []
-
-    async def settled() -> bool:
-        progress = Progress(name, revision, await run_in_threadpool(live_workers, app))
-        last[:] = [progress]
-        if not progress.behind:
-            return True
-        if target is not None and revision is not None:
-            now = await run_in_threadpool(revision_on_disk, target)
-            if now != revision:
-                last[:] = [Progress(name, now, progress.workers)]
-                return True
-        return False
-
-    try:
-        await poll_until_async(settled, timeout, POLL_SECONDS)
-    except TimeoutError:
-        pass
-    return last[0]
+    """Wait, off the event loop, until every live worker serves *revision* (None: none serves *name*) or *timeout*
+    passes; with *target*, stop when a later deploy replaced it (``cluster.view.wait_until_serving``)."""
+    on_disk = None if target is None else functools.partial(revision_on_disk, target)
+    live = app_context(app).live_workers
+    return await run_in_threadpool(wait_until_serving, name, revision, live, timeout, POLL_SECONDS, on_disk)
 
 
 def revision_on_disk(path: Path) -> str | None:

@@ -27,7 +27,7 @@ from hayhooks_gunicorn.settings import kit_settings
 GRACE_S = 10.0
 
 
-class Helper:
+class HelperProcess:
     """One running helper process and the checks waiting for its replies."""
 
     def __init__(self, key: tuple[object, ...], env: Mapping[str, str]) -> None:
@@ -115,12 +115,12 @@ class Helper:
             self.request_fd = self.reply_fd = -1
 
 
-_current: Helper | None = None
+_current: HelperProcess | None = None
 _lock = threading.Lock()
 _fd_lock = threading.Lock()
 # Helpers of the process this one was forked from. Kept referenced: their Popen objects must never be collected
 # (Popen.__del__ would warn about, and try to reap, a process that is not this process's child).
-_inherited: list[Helper] = []
+_inherited: list[HelperProcess] = []
 
 
 def ask(request: dict[str, Any], timeout: float, env: Mapping[str, str]) -> dict[str, Any] | None:
@@ -135,17 +135,11 @@ def ask(request: dict[str, Any], timeout: float, env: Mapping[str, str]) -> dict
             if helper is not None:
                 helper.stop()
             try:
-                helper = _current = Helper(key, env)
+                helper = _current = HelperProcess(key, env)
             except OSError:
                 _current = None
                 return None
     return helper.ask({**request, "cwd": key[1]}, timeout)
-
-
-def helper_pid() -> int | None:
-    """The pid of this process's running helper, if any."""
-    helper = _current
-    return helper.process.pid if helper is not None and helper.alive and helper.key[0] == os.getpid() else None
 
 
 def stop() -> None:

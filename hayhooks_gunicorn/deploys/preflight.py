@@ -7,8 +7,10 @@ the caller, and pipelines never see each other's modules.
 Each check runs in a fresh child forked by the caller's warm helper (``preflight_helper``, reached through
 ``helper_handle``), which imported Haystack once, so a check does not pay for that import (about 2 s). When
 the helper cannot start or dies, the check runs the cold way: a new
-``python -m hayhooks_gunicorn.deploys.preflight NAME PATH KIND PIPELINES_DIR [--server-routes]`` process, which
-prints one marked JSON line. Both run ``check_here`` and give the same errors.
+``python -m hayhooks_gunicorn.deploys.preflight_check NAME PATH KIND PIPELINES_DIR [--server-routes]`` process, which
+prints one marked JSON line. Both run ``preflight_check.check_here`` and give the same errors. This module is the
+caller's side only: it never imports what a check loads (the worker's app, the loader, Haystack), so the master and
+the CLI that call it do not either.
 """
 
 from __future__ import annotations
@@ -17,20 +19,17 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from hayhooks_gunicorn.deploys import helper_handle
 from hayhooks_gunicorn.forking import no_fork_while_starting
-from hayhooks_gunicorn.reload import PipelineSource, fingerprint
-from hayhooks_gunicorn.reload.scan import Kind
+from hayhooks_gunicorn.reload.scan import PipelineSource
 
 MARK = "hayhooks-gunicorn-check:"
-# Threads a library starts again by itself in a process that lacks them: tqdm's monitor (tqdm/_monitor.py),
-# started with the first progress bar, is re-created by the next bar of a forked worker.
-THREADS_THAT_RESTART = frozenset({"tqdm_monitor"})
+# The module the cold way runs (``python -m``): the checking process's side
+CHECK_MODULE = "hayhooks_gunicorn.deploys.preflight_check"
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ def check_in_subprocess(
 def _check_in_new_process(source: PipelineSource, args: list[str], env: dict[str, str], timeout: float) -> CheckResult:
     started = time.monotonic()
     pipe = subprocess.PIPE
-    command = [sys.executable, "-m", __name__, *args]
+    command = [sys.executable, "-m", CHECK_MODULE, *args]
     with no_fork_while_starting():  # the master runs checks from a thread (forking)
         child = subprocess.Popen(command, stdout=pipe, stderr=pipe, text=True, env=env, stdin=subprocess.DEVNULL)
     try:
@@ -95,57 +94,3 @@ def _exited(source: PipelineSource, code: int, output: str, seconds: float) -> C
     tail = " | ".join(output.strip().splitlines()[-5:])
     error = f"The loading process exited with code {code} before reporting: {tail}"
     return CheckResult(source.name, source.revision, False, seconds, error)
-
-
-def check_here(name: str, path: Path, kind: Kind, pipelines_dir: Path, server_routes: bool) -> CheckResult:
-    from hayhooks_gunicorn.reload.loader import install_source_only_imports, prepare
-    from hayhooks_gunicorn.reload.names import check_name
-
-    started = time.monotonic()
-    revision = fingerprint(path)
-    try:
-        install_source_only_imports(path.parent)
-        routes = None
-        if server_routes:
-            # The server's own routes, as a worker sees them (built in this child only, never in a worker).
-            from hayhooks_gunicorn.app_context import app_context
-            from hayhooks_gunicorn.worker.app import create_app
-
-            routes = app_context(create_app()).server_routes
-        check_name(name, pipelines_dir, routes)
-        threads_before = set(threading.enumerate())
-        prepare(PipelineSource(name, path, kind, revision))
-    except BaseException as e:  # a setup() calling sys.exit() is a failed load too
-        error = str(e) if isinstance(e, Exception) else f"{type(e).__name__}({e}) while loading"
-        return CheckResult(name, revision, False, time.monotonic() - started, error)
-    return CheckResult(name, revision, True, time.monotonic() - started, fork_unsafe=fork_hazards(threads_before))
-
-
-def fork_hazards(threads_before: set[threading.Thread]) -> str | None:
-    """What a fork right after this load would break: threads do not survive it, nor does CUDA
-    (``torch.cuda`` cannot be used in a child forked after it was initialised)."""
-    started = [
-        t.name
-        for t in threading.enumerate()
-        if t not in threads_before and t.is_alive() and t.name not in THREADS_THAT_RESTART
-    ]
-    torch = sys.modules.get("torch")
-    cuda = torch is not None and bool(getattr(getattr(torch, "cuda", None), "is_initialized", lambda: False)())
-    reasons = [f"it started thread(s) {', '.join(started)}"] if started else []
-    reasons += ["it initialised CUDA"] if cuda else []
-    return "; ".join(reasons) or None
-
-
-def main(argv: list[str]) -> None:
-    name, path, kind, pipelines_dir = argv[:4]
-    if kind not in ("files", "yaml"):
-        raise SystemExit(f"unknown pipeline kind {kind!r}")
-    result = check_here(name, Path(path), "yaml" if kind == "yaml" else "files", Path(pipelines_dir), len(argv) > 4)
-    sys.stdout.write(f"\n{MARK}{json.dumps(asdict(result))}\n")
-    sys.stdout.flush()
-    # Skip interpreter shutdown: threads a setup() started must not keep this process alive.
-    os._exit(0)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -2,7 +2,7 @@
 
 Started by ``helper_handle`` as ``python -m hayhooks_gunicorn.deploys.preflight_helper``. It imports what a check
 needs (Haystack, hayhooks, the worker's app) once, then reads one JSON request a line on stdin and forks a child
-per request; the child runs ``preflight.check_here`` exactly as the cold ``python -m ...preflight`` process does,
+per request; the child runs ``preflight_check.check_here`` as the cold ``python -m ...preflight_check`` process does,
 so pipelines never see each other's modules. Several children run at once; the helper multiplexes their pipes and
 writes one JSON reply a line to the protocol descriptor (the original stdout; its fd 1 then points at stderr, so a
 stray print in the helper cannot corrupt the protocol). A child's own stdout and stderr go to a pipe whose tail is
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hayhooks_gunicorn.deploys.preflight import check_here
+from hayhooks_gunicorn.deploys.preflight_check import check_here
 from hayhooks_gunicorn.reload.scan import Kind
 
 OUTPUT_TAIL = 4096  # bytes of a child's stdout/stderr kept for the error of a child that exited without a result
@@ -67,7 +67,9 @@ def run_child(request: dict[str, Any], result_fd: int, output_fd: int) -> None:
         os._exit(code)
 
 
-class Helper:
+class CheckServer:
+    """The helper's loop: one JSON request a line in, a forked child per check, one JSON reply a line out."""
+
     def __init__(self, protocol_fd: int, idle_exit: float) -> None:
         self.protocol_fd = protocol_fd
         # With no check for this long, exit: the caller starts a new helper for its next check (a request sent
@@ -238,7 +240,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from hayhooks_gunicorn.settings import kit_settings
 
-    Helper(protocol_fd, kit_settings().preflight_helper_idle).serve()
+    CheckServer(protocol_fd, kit_settings().preflight_helper_idle).serve()
 
 
 if __name__ == "__main__":

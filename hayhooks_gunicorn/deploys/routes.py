@@ -19,10 +19,10 @@ from hayhooks.server.logger import log
 from hayhooks_gunicorn.app_context import app_context
 from hayhooks_gunicorn.auth import require_admin
 from hayhooks_gunicorn.cluster.identity import worker_id
-from hayhooks_gunicorn.cluster.view import live_workers
 from hayhooks_gunicorn.deploys.forward_mode import FORWARDED
 from hayhooks_gunicorn.deploys.submission import Submission, check_storable
 from hayhooks_gunicorn.errors import DeployError
+from hayhooks_gunicorn.included_routers import include_in_slot, include_options, included_router
 from hayhooks_gunicorn.reload.follow import links_on
 from hayhooks_gunicorn.settings import DeployMode
 
@@ -38,9 +38,8 @@ def is_mutating(route: object) -> bool:
 def install_deploy_routes(app: FastAPI) -> list[str]:
     """Swap every mutating hayhooks route for the kit's version; returns the paths covered.
 
-    Recent FastAPI (0.165 here) keeps each included router as one entry (``routing._IncludedRouter``) pointing at
-    hayhooks' module-level router; that router is copied, never changed in place. Older FastAPI copies the
-    routes themselves into the app's route list; both layouts are handled.
+    Both of FastAPI's layouts are handled (``included_routers``): a plain route is replaced where it stands; an
+    included hayhooks router is copied, never changed in place, and the copy takes its slot.
     """
     mode = app_context(app).settings.deploy_mode
     covered: list[str] = []
@@ -51,21 +50,14 @@ def install_deploy_routes(app: FastAPI) -> list[str]:
             routes[index] = kit_route(route, mode)
             covered.append(route.path)
             continue
-        included: APIRouter | None = getattr(route, "original_router", None)
+        included = included_router(route)
         if included is None or not any(is_mutating(r) for r in included.routes):
             continue
         copy = APIRouter()
         for child in included.routes:
             copy.routes.append(kit_route(child, mode) if isinstance(child, APIRoute) and is_mutating(child) else child)
         covered += [r.path for r in included.routes if isinstance(r, APIRoute) and is_mutating(r)]
-        context = getattr(route, "include_context", None)
-        app.include_router(
-            copy,
-            prefix=getattr(context, "prefix", ""),
-            tags=list(getattr(context, "tags", []) or []),
-            dependencies=list(getattr(context, "dependencies", []) or []),
-        )
-        routes[index] = routes.pop()
+        include_in_slot(app, copy, index, **include_options(route))
     return covered
 
 
@@ -130,7 +122,7 @@ async def refuse_unstorable(request: Request) -> None:
 
 async def warn_single_worker(request: Request, response: Response) -> None:
     me = worker_id()
-    others = len([w for w in await run_in_threadpool(live_workers, request.app) if w.id != me])
+    others = len([w for w in await run_in_threadpool(app_context(request.app).live_workers) if w.id != me])
     text = (
         f"Handled by worker {me} only (HAYHOOKS_GUNICORN_DEPLOY_MODE=warn): "
         f"{others} other live worker(s) did not get this change from the call"

@@ -30,8 +30,8 @@ from hayhooks_gunicorn.deploys.submission import Submission
 from hayhooks_gunicorn.errors import DeployError
 from hayhooks_gunicorn.files import exchange, rename_new, try_flock, write_file
 from hayhooks_gunicorn.polling import poll_until
-from hayhooks_gunicorn.reload import YAML_SUFFIXES, PipelineSource, fingerprint
 from hayhooks_gunicorn.reload.follow import links_on, resolve_dir
+from hayhooks_gunicorn.reload.scan import PipelineSource, entries_named, fingerprint
 from hayhooks_gunicorn.settings import KitSettings
 
 # The kit's entries in the pipelines directory all start with this: hidden, so scans skip them (scan.ignored).
@@ -134,8 +134,7 @@ class Workspace:
 
     def existing(self, name: str) -> list[Path]:
         """Every entry that defines *name* on disk: its directory and any ``<name>.yml`` / ``<name>.yaml``."""
-        candidates = [self.pipelines_dir / name, *(self.pipelines_dir / f"{name}{ext}" for ext in YAML_SUFFIXES)]
-        return [p for p in candidates if os.path.lexists(p)]
+        return [p for p in entries_named(self.pipelines_dir, name) if os.path.lexists(p)]
 
     @contextmanager
     def lock(self, name: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
@@ -237,7 +236,8 @@ class Workspace:
 def write_submission(
     submission: Submission, pipelines_dir: Path, overwrite: bool, settings: KitSettings, server_routes: bool
 ) -> str:
-    """Validate, pre-flight in a separate process, then write into the directory; returns the revision on disk.
+    """Pre-flight in a separate process, then write into the directory; returns the revision on disk. The callers
+    have validated *submission* first (``submission.validate``).
 
     One implementation for deploy calls and the CLI. *server_routes*: let the pre-flight check the name against
     the server's routes (the CLI); a worker passes its own routes to ``validate`` instead.

@@ -18,7 +18,7 @@ from hayhooks_gunicorn.errors import KitError
 from hayhooks_gunicorn.reload.scan import scan
 
 if TYPE_CHECKING:
-    from hayhooks_gunicorn.cluster.state_files import WorkerState
+    pass
 
 # How long the master waits for Redis to answer at boot.
 PING_TIMEOUT = 3.0
@@ -92,17 +92,3 @@ def check_durable(pipelines_dir: Path) -> str | None:
         f"Pipeline(s) {', '.join(repr(n) for n in names)} set a durable_revision: they are served only with "
         "HAYHOOKS_DURABLE_MODE=true (and Redis); every worker will refuse to load them"
     )
-
-
-def workers_to_replace(state_dir: Path, pipelines_dir: Path, ttl: float) -> list[WorkerState]:
-    """The live durable workers whose fixed set differs from the directory now: what a roll has to replace.
-
-    A durable worker never reloads in place (its executions are pinned to its wrappers' ``durable_revision``), so
-    a change to the directory reaches the service only through new workers. Raises ``OSError`` when the directory
-    cannot be read.
-    """
-    from hayhooks_gunicorn.cluster.state_files import read_workers
-    from hayhooks_gunicorn.cluster.view import behind_disk, disk_revisions  # imports FastAPI: not at the top
-
-    _, disk = disk_revisions(pipelines_dir)
-    return [w for w in read_workers(state_dir, ttl) if w.durable_mode and behind_disk(w, disk)]

@@ -1,7 +1,10 @@
 """What gunicorn's server hooks do in the master; ``gunicorn_conf`` holds only thin functions that call these.
 
-No exception may leave a hook: gunicorn turns one into ``HaltServer`` and stops the master. This module and
-what it imports at the top stay light: the master never imports hayhooks' server or Haystack.
+An exception that leaves a hook stops the master (gunicorn turns it into ``HaltServer``): the hooks log what fails
+and go on, except where stopping is the point (``on_starting`` exits with one sentence when the installed hayhooks
+or durable mode cannot work) and ``load_in_master`` (``SHARE_MODELS``), which runs unguarded in ``on_starting`` and
+``on_reload``. This module imports only light modules at the top; hayhooks' server and Haystack are imported in
+the master by ``preload`` (``HAYHOOKS_GUNICORN_PRELOAD_IMPORTS``, on by default) and by ``shared_models``.
 """
 
 from __future__ import annotations

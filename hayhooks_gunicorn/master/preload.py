@@ -4,7 +4,7 @@ A worker's memory is mostly what its imports build on the heap: hayhooks' app, H
 pipelines import (torch, transformers, ... for a model). Imported once in the master, those pages are shared
 copy-on-write by every worker instead of built N times. Measured with the MiniLM embedder: total PSS with
 4 workers was 2.11x that of 1 worker when each worker imported its own libraries, 1.28x with the libraries
-imported in a bare parent first (see README "Memory").
+imported in a bare parent first (see docs/memory.md).
 
 Only imports run here, never a pipeline's own code: the modules come from the wrappers' ``import`` statements,
 read with ``ast`` (not executed), and from YAML pipelines' component ``type:`` paths. A module that fails to

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from hayhooks_gunicorn.cluster.identity import worker_id, worker_slot
 from hayhooks_gunicorn.metrics.instruments import instruments
-from hayhooks_gunicorn.reload import YAML_SUFFIXES, pipeline_files
 from hayhooks_gunicorn.reload.follow import links_on
+from hayhooks_gunicorn.reload.scan import entries_named, pipeline_files
 
 if TYPE_CHECKING:
     from hayhooks_gunicorn.reload import Change, WorkerRuntime
@@ -32,8 +32,7 @@ def changed_at(pipelines_dir: Path, name: str) -> float | None:
 
 
 def _content_changed_at(pipelines_dir: Path, name: str) -> float | None:
-    candidates = [pipelines_dir / name, *(pipelines_dir / f"{name}{s}" for s in YAML_SUFFIXES)]
-    for path in candidates:
+    for path in entries_named(pipelines_dir, name):
         try:
             if path.is_dir():
                 return max([path.stat().st_ctime] + [(path / rel).stat().st_ctime for rel in pipeline_files(path)])

@@ -146,6 +146,12 @@ def _name_error(name: str, pipelines_dir: Path, verify: bool) -> str | None:
     return error
 
 
+def entries_named(pipelines_dir: Path, name: str) -> list[Path]:
+    """The paths that would define pipeline *name* in *pipelines_dir* (whether they exist or not): its directory,
+    then ``<name>.yml`` and ``<name>.yaml``."""
+    return [pipelines_dir / name, *(pipelines_dir / f"{name}{suffix}" for suffix in YAML_SUFFIXES)]
+
+
 def pipeline_files(path: Path) -> list[Path]:
     """The files that make up a pipeline, relative to its directory, in a stable order."""
     return [Path(rel) for rel, _ in _walk(path, "yaml" if path.is_file() else "files")]

@@ -32,6 +32,7 @@ from hayhooks_gunicorn.app_context import app_context
 from hayhooks_gunicorn.cluster.identity import worker_id
 from hayhooks_gunicorn.cluster.state_files import WorkerState, read_workers, traces_socket_path
 from hayhooks_gunicorn.cluster.trust import trusted_socket
+from hayhooks_gunicorn.included_routers import include_in_slot, included_router
 from hayhooks_gunicorn.traces import peer
 
 WORKER_TAG = "hayhooks_gunicorn.worker"
@@ -119,19 +120,16 @@ def install_traces(app: FastAPI, start_at_boot: bool = True) -> bool:
     """
     if not settings.tracing_enabled:  # hayhooks mounts no /traces then (server/app.py::create_app)
         return False
-    routes = app.router.routes
-    app.include_router(router, prefix=PATH)
-    ours = routes.pop()
-    # Recent FastAPI (0.165 here) keeps an included router as one entry (``routing._IncludedRouter``) pointing at
-    # hayhooks' module-level router; older FastAPI copies its routes into the list. Ours takes the same slot.
-    for index, route in enumerate(routes):
-        if getattr(route, "original_router", None) is traces_router or (
-            isinstance(route, APIRoute) and route.path == PATH
-        ):
-            routes[index] = ours
-            break
-    else:
-        routes.append(ours)
+    # Ours takes the slot of hayhooks' router (or, in older FastAPI's layout, of its route): ``included_routers``.
+    slot = next(
+        (
+            index
+            for index, route in enumerate(app.router.routes)
+            if included_router(route) is traces_router or (isinstance(route, APIRoute) and route.path == PATH)
+        ),
+        None,
+    )
+    include_in_slot(app, router, slot, prefix=PATH)
     state_dir = app_context(app).state_dir
     if start_at_boot:
         # At boot, in the worker: an app built before fork (preload_app) must listen as the worker, not the master.

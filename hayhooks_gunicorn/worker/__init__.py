@@ -6,10 +6,27 @@
 ``/readyz``; ``sync_run`` decides where a pipeline's synchronous methods run.
 
 ``hayhooks_gunicorn.worker.HayhooksWorker`` is the ``worker_class`` of every configuration: keep that path.
+Importing this package imports no module of it: gunicorn reads ``HayhooksWorker`` (and the configuration
+``post_worker_init``) as attributes, which load ``gunicorn_worker`` on first use.
 """
 
 from __future__ import annotations
 
-from hayhooks_gunicorn.worker.gunicorn_worker import HayhooksWorker, post_worker_init
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hayhooks_gunicorn.worker.gunicorn_worker import HayhooksWorker, post_worker_init
+
+_LAZY = {
+    "HayhooksWorker": "hayhooks_gunicorn.worker.gunicorn_worker",
+    "post_worker_init": "hayhooks_gunicorn.worker.gunicorn_worker",
+}
 
 __all__ = ["HayhooksWorker", "post_worker_init"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,24 +10,25 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from hayhooks_gunicorn.app_context import AppContext, app_context, attach
+from hayhooks_gunicorn.auth import require_read
 from hayhooks_gunicorn.chat.config import take_over_ui
 from hayhooks_gunicorn.chat.forward import ChatForwarder, close_at_shutdown, install_forwarder
 from hayhooks_gunicorn.cluster.identity import WorkerHeaderMiddleware
 from hayhooks_gunicorn.cluster.recorder import StateRecorder
 from hayhooks_gunicorn.cluster.state_files import state_dir
-from hayhooks_gunicorn.cluster.view import install_cluster
+from hayhooks_gunicorn.cluster.view import cluster_router
 from hayhooks_gunicorn.compat import check_hayhooks
-from hayhooks_gunicorn.deploys import install_deploy_routes
+from hayhooks_gunicorn.deploys.routes import install_deploy_routes
 from hayhooks_gunicorn.metrics.endpoint import install_metrics
 from hayhooks_gunicorn.reload import WorkerRuntime, start_runtime
 from hayhooks_gunicorn.reload.names import fixed_routes
 from hayhooks_gunicorn.settings import MetricsMode, WatchMode, kit_settings, pipelines_dir
-from hayhooks_gunicorn.traces import install_traces
 from hayhooks_gunicorn.traces.peer import stop as stop_traces_peer
+from hayhooks_gunicorn.traces.route import install_traces
 from hayhooks_gunicorn.worker.health import install_health
 from hayhooks_gunicorn.worker.otel import flush_spans, tag_worker_resource
 from hayhooks_gunicorn.worker.sync_run import apply_sync_run
@@ -67,6 +68,16 @@ def boot(app: FastAPI) -> WorkerRuntime:
     return start_runtime(app, settings, context.server_routes, context.on_boot, on_created=created)
 
 
+def install_cluster(app: FastAPI, context: AppContext, record: bool = True) -> None:
+    """Record this worker's state once its reload runtime boots (unless *record* is off: a durable worker records
+    its fixed set itself), and serve ``GET /cluster``."""
+    if record:
+        context.on_boot.append(StateRecorder(context.state_dir))
+    guard = Depends(require_read)
+    ttl = context.settings.heartbeat_ttl
+    app.include_router(cluster_router(context.state_dir, ttl, lambda: context.pipelines_dir, guard))
+
+
 def create_app() -> FastAPI:
     """Build the app without loading pipelines: the worker loads them before it serves (``boot``)."""
     check_hayhooks()
@@ -98,14 +109,14 @@ def create_app() -> FastAPI:
             app, context.durable, recorder, metrics=kit.metrics is not MetricsMode.OFF, serve_traces=traced
         )
         durable.refuse_deploys(app, directory)
-        install_cluster(app, record=False)
+        install_cluster(app, context, record=False)
         return finish(app, forwarder)
     app.router.lifespan_context = lifespan
     # Deploy calls reach every worker (or say they do not); every worker records its state for GET /cluster.
     install_deploy_routes(app)
     # Before install_cluster: the trace socket must exist when the worker first records its state.
     install_traces(app)
-    install_cluster(app)
+    install_cluster(app, context)
     # Taken before any pipeline is served: a pipeline name must not shadow these.
     context.server_routes = fixed_routes(app)
     return finish(app, forwarder)

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, HTTPException
 
+import hayhooks_gunicorn.traces.peer as peer
 from hayhooks_gunicorn.cluster.recorder import StateRecorder
 from hayhooks_gunicorn.cluster.state_files import WorkerState
 from hayhooks_gunicorn.cluster.view import disk_revisions
 from hayhooks_gunicorn.metrics.reloads import record_fixed_set
-from hayhooks_gunicorn.traces import peer
 
 # hayhooks' deploy and undeploy paths (server/routers/deploy.py, undeploy.py), which durable mode does not mount.
 DEPLOY_PATHS = ("/deploy-yaml", "/deploy_files", "/undeploy/{pipeline_name}")
