@@ -11,7 +11,8 @@ import sys
 import time
 from typing import Any
 
-from hayhooks_gunicorn.cluster.state_files import forget_worker, release_state_dir
+from hayhooks_gunicorn.cluster.quarantine import Quarantine
+from hayhooks_gunicorn.cluster.state_files import forget_worker, release_state_dir, state_dir
 from hayhooks_gunicorn.errors import KitError
 from hayhooks_gunicorn.master import instance, readiness
 from hayhooks_gunicorn.metrics import multiproc_dir
@@ -171,6 +172,33 @@ def child_exit(server: Any, worker: Any) -> None:
     _attempt(server, "retire the metrics", worker.pid, lambda: multiproc_dir.retire(worker.pid))
     # UvicornWorker never runs gunicorn's worker_exit hook: the master removes the worker's cluster state.
     _attempt(server, "remove the cluster state", worker.pid, lambda: forget_worker(worker.pid))
+    _attempt(server, "quarantine what it was loading", worker.pid, lambda: quarantine_loads(server, worker.pid))
+
+
+def quarantine_loads(server: Any, pid: int) -> None:
+    """Record the revisions worker *pid* died loading, so no worker loads them again (``cluster.quarantine``)."""
+    for record in Quarantine(state_dir()).worker_died(pid, reaped_status(pid)):
+        server.log.error(
+            "Pipeline '%s' (rev %s) %s: quarantined, no worker loads that revision again",
+            record.name,
+            record.revision,
+            record.cause,
+        )
+
+
+def reaped_status(pid: int) -> int | None:
+    """The wait status of worker *pid*, which gunicorn 27 does not hand to ``child_exit``.
+
+    ``Arbiter.reap_workers`` calls ``cfg.child_exit(self, worker)`` right after ``os.waitpid`` returned
+    ``(wpid, status)``: read them from that frame. ``None`` when the caller is not that loop (another gunicorn).
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "reap_workers" and frame.f_locals.get("wpid") == pid:
+            status = frame.f_locals.get("status")
+            return status if isinstance(status, int) else None
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
 
 
 def on_exit(server: Any) -> None:

@@ -14,6 +14,8 @@ import importlib.util
 import os
 import sys
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from importlib.abc import PathEntryFinder
 from importlib.machinery import EXTENSION_SUFFIXES, SOURCE_SUFFIXES, ExtensionFileLoader, FileFinder, SourceFileLoader
 from pathlib import Path
@@ -73,6 +75,9 @@ class _WrapperModuleLoader(_PipelineModuleLoader):
         spec.loader.exec_module(module)
         return module
 
+
+# What surrounds each load on its own thread (``cluster.quarantine.Quarantine.loading``)
+Guard = Callable[[], AbstractContextManager[object]]
 
 _make_finder = FileFinder.path_hook((SourceOnlyLoader, SOURCE_SUFFIXES), (ExtensionFileLoader, EXTENSION_SUFFIXES))
 _hook_lock = threading.Lock()
@@ -142,17 +147,22 @@ def prepare(source: PipelineSource) -> PreparedPipeline:
     return PreparedPipeline(name=source.name, wrapper=wrapper)
 
 
-def prepare_with_deadline(source: PipelineSource, timeout: float) -> PreparedPipeline:
-    """Run :func:`prepare` in a daemon thread and give up after *timeout* seconds.
+def prepare_with_deadline(
+    source: PipelineSource, timeout: float, guard: Guard = contextlib.nullcontext
+) -> PreparedPipeline:
+    """Run :func:`prepare` in a daemon thread, inside ``guard()``, and give up after *timeout* seconds.
 
     A thread cannot be killed: a hung ``setup()`` is left behind (daemon, so it never blocks the worker's exit),
-    and the pipeline is reported failed while every other pipeline serves.
+    and the pipeline is reported failed while every other pipeline serves. The guard (``cluster.quarantine``'s
+    loading mark) lasts as long as that thread runs, not as long as the caller waits: an abandoned ``setup()`` that
+    kills the process later still names its revision.
     """
     box: dict[str, PreparedPipeline | BaseException] = {}
 
     def run() -> None:
         try:
-            box["result"] = prepare(source)
+            with guard():
+                box["result"] = prepare(source)
         except BaseException as e:  # handed to the caller below
             box["error"] = e
 
@@ -167,7 +177,9 @@ def prepare_with_deadline(source: PipelineSource, timeout: float) -> PreparedPip
     raise result if result is not None else PipelineLoadError(f"Loading pipeline {source.name!r} gave no result")
 
 
-def prepare_first(source: PipelineSource, timeout: float) -> tuple[PreparedPipeline, PipelineSource]:
+def prepare_first(
+    source: PipelineSource, timeout: float, guard: Guard = contextlib.nullcontext
+) -> tuple[PreparedPipeline, PipelineSource]:
     """The first of *source* and its fallbacks that loads, and which one it was.
 
     A name defined twice is served as hayhooks' startup deploy serves it (``server/app.py::deploy_pipelines``):
@@ -177,7 +189,7 @@ def prepare_first(source: PipelineSource, timeout: float) -> tuple[PreparedPipel
     candidate: PipelineSource | None = source
     while candidate is not None:
         try:
-            return prepare_with_deadline(candidate, timeout), candidate
+            return prepare_with_deadline(candidate, timeout, guard), candidate
         except PipelineLoadError as e:
             if source.fallback is None:
                 raise

@@ -13,28 +13,34 @@ nowhere (a dangling link, a directory missing mid-swap), nothing is withdrawn.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from hayhooks.server.logger import log
 from hayhooks.server.utils.models import PreparedPipeline
 from starlette.routing import BaseRoute
 
-from hayhooks_gunicorn.errors import InvalidPipelineError
+from hayhooks_gunicorn.errors import InvalidPipelineError, PipelineLoadError
 from hayhooks_gunicorn.reload import inherited
 from hayhooks_gunicorn.reload.follow import resolve_dir
-from hayhooks_gunicorn.reload.loader import install_source_only_imports, prepare_first
+from hayhooks_gunicorn.reload.loader import Guard, install_source_only_imports, prepare_first
 from hayhooks_gunicorn.reload.missing import MissingEntries
 from hayhooks_gunicorn.reload.names import shadows_route
 from hayhooks_gunicorn.reload.outcomes import Change, Failure, Served, Snapshot, Unresolved
 from hayhooks_gunicorn.reload.release import release_replaced
 from hayhooks_gunicorn.reload.routes import swap_routes, withdraw_routes
 from hayhooks_gunicorn.reload.scan import PipelineSource, scan
+
+if TYPE_CHECKING:
+    from hayhooks_gunicorn.cluster.quarantine import Quarantine
 
 
 @dataclass
@@ -59,6 +65,8 @@ class Reconciler:
     unresolved: Unresolved | None = None
     # Names defined by more than one entry (``x/`` and ``x.yml``): which entries, and which one this worker serves
     conflicts: dict[str, str] = field(default_factory=dict)
+    # Revisions that killed a worker while it loaded them: never loaded again (``cluster.quarantine``)
+    quarantine: Quarantine | None = None
     _rerun: bool = False  # a pass skipped a name that was busy loading: look again when that load ends
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _slots: threading.Semaphore = field(init=False)
@@ -108,6 +116,11 @@ class Reconciler:
                     error = InvalidPipelineError(f"Pipeline name {source.name!r} clashes with a server route")
                     changes.append(self._fail(source, error, 0.0))
                     continue
+                if (cause := self._quarantined(source)) is not None:
+                    changes.append(
+                        self._fail(source, PipelineLoadError(f"quarantined: rev {source.revision} {cause}"), 0.0)
+                    )
+                    continue
                 self.loading[source.name] = source
                 threads.append(threading.Thread(target=self._load, args=(source,), name=f"load-{source.name}"))
             moved = self._settle()
@@ -148,6 +161,9 @@ class Reconciler:
         up_to_date = served is not None and (served.revision, served.location) == (source.revision, location(source))
         return not up_to_date and not (failed and failed.revision == source.revision)
 
+    def _quarantined(self, source: PipelineSource) -> str | None:
+        return self.quarantine.cause(source.name, source.revision) if self.quarantine is not None else None
+
     def _lost(self, reason: str | None) -> None:
         """The path leads nowhere: keep serving the last good set, and say so once."""
         if self.unresolved is not None:
@@ -186,7 +202,7 @@ class Reconciler:
             try:
                 result: PreparedPipeline | Exception | None = inherited.take(source)
                 if result is None:
-                    result, chosen = prepare_first(source, self.load_timeout)
+                    result, chosen = prepare_first(source, self.load_timeout, self._guard(source))
             except Exception as e:
                 result = e
         seconds = time.monotonic() - started
@@ -206,6 +222,12 @@ class Reconciler:
             release_replaced()
         if rerun:
             self.sync()
+
+    def _guard(self, source: PipelineSource) -> Guard:
+        """The loading mark of *source*, held while its load runs (``cluster.quarantine``)."""
+        if self.quarantine is None:
+            return contextlib.nullcontext
+        return functools.partial(self.quarantine.loading, source.name, source.revision)
 
     def _note_conflict(self, source: PipelineSource, chosen: PipelineSource | None) -> None:
         if source.conflict is None:

@@ -17,6 +17,7 @@ from hayhooks_gunicorn.app_context import AppContext, app_context, attach
 from hayhooks_gunicorn.chat.config import take_over_ui
 from hayhooks_gunicorn.chat.forward import install_forwarder
 from hayhooks_gunicorn.cluster.identity import WorkerHeaderMiddleware
+from hayhooks_gunicorn.cluster.quarantine import Quarantine
 from hayhooks_gunicorn.cluster.recorder import StateRecorder
 from hayhooks_gunicorn.cluster.state_files import state_dir
 from hayhooks_gunicorn.cluster.view import install_cluster
@@ -64,7 +65,8 @@ def boot(app: FastAPI) -> WorkerRuntime:
         # The master follows the directory and replaces workers with ones forked from the new set
         # (master/roll_on_change.py): a worker reloading in place would hold its own copy of the weights.
         settings = settings.model_copy(update={"watch": WatchMode.OFF})
-    return start_runtime(app, settings, context.server_routes, context.on_boot, on_created=created)
+    quarantine = Quarantine(context.state_dir)
+    return start_runtime(app, settings, context.server_routes, context.on_boot, created, quarantine)
 
 
 def create_app() -> FastAPI:

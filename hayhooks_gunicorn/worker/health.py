@@ -57,6 +57,7 @@ async def readyz(request: Request) -> JSONResponse:
         "serves_from": str(now.serves_from) if now.serves_from else None,
         "pipelines": sorted(now.served),
         "failed": sorted(now.failed),
+        "failures": {name: failure.error for name, failure in sorted(now.failed.items())},
         "behind": sorted(pending),
         "loading": loading,
     }
