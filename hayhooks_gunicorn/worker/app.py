@@ -81,7 +81,7 @@ def create_app() -> FastAPI:
     if settings.durable_mode:
         from hayhooks_gunicorn.worker import durable
 
-        app = durable.build_hayhooks_app(create_hayhooks_app, pipelines_dir())  # loads the fixed set
+        app = durable.build_hayhooks_app(create_hayhooks_app, Quarantine(state_dir(kit)))  # loads the fixed set
     else:
         app = create_hayhooks_app()
     apply_sync_run(kit.sync_run)
