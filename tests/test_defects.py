@@ -1,0 +1,133 @@
+"""The defects found by reading the reload path, each pinned by a test that failed before its fix."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import wait_until
+from test_reload_core import Kit, kit  # noqa: F401  (the reload core fixture)
+
+from hayhooks_gunicorn.reload.watcher import DirectoryWatcher
+from hayhooks_gunicorn.settings import WatchMode
+
+
+def test_a_callback_that_keeps_failing_never_ends_the_watcher(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def on_change() -> None:
+        calls.append(len(calls))
+        if len(calls) <= 3:
+            raise RuntimeError("scan failed")
+
+    watcher = DirectoryWatcher(tmp_path, on_change, WatchMode.POLL, poll_interval_ms=20, debounce_ms=10)
+    watcher.start()
+    try:
+        edits = iter(range(10_000))
+
+        def edit_seen(seen: int) -> bool:
+            (tmp_path / f"f{next(edits)}").write_text("x")  # edits until the watcher has its first look
+            return len(calls) > seen
+
+        for _ in range(6):
+            seen = len(calls)
+            wait_until(lambda seen=seen: edit_seen(seen), timeout=10, interval=0.2)
+        assert watcher.is_alive() and len(calls) > 4
+    finally:
+        watcher.stop()
+        watcher.join(timeout=10)
+
+
+EXITING_COMPONENT = """
+import sys
+
+from haystack import component
+
+
+@component
+class Exits:
+    def __init__(self) -> None:
+        sys.exit(2)
+
+    @component.output_types(out=str)
+    def run(self, text: str) -> dict:
+        return {"out": text}
+"""
+
+EXITING_YAML = """\
+components:
+  c:
+    type: {module}.Exits
+    init_parameters: {{}}
+connections: []
+inputs:
+  text: c.text
+outputs:
+  out: c.out
+"""
+
+
+def test_a_yaml_component_calling_sys_exit_is_a_failed_load(
+    kit: Kit,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = f"exits_{kit.prefix}"
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / f"{module}.py").write_text(EXITING_COMPONENT)
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    monkeypatch.setenv("HAYSTACK_DESERIALIZATION_ALLOWLIST", f"{module}.*")
+    name = kit.name("yaml_exits")
+    (kit.dir / f"{name}.yml").write_text(EXITING_YAML.format(module=module))
+    kit.sync()
+    assert not kit.reconciler.loading
+    assert name in kit.reconciler.failed and "SystemExit" in kit.reconciler.failed[name].error
+
+
+VERSIONED = """
+import time
+from pathlib import Path
+
+from hayhooks import BasePipelineWrapper
+
+VERSION = {version!r}
+
+
+class PipelineWrapper(BasePipelineWrapper):
+    def setup(self) -> None:
+        gate = Path({gate!r})
+        while {wait} and not gate.exists():
+            time.sleep(0.02)
+        if {wait}:
+            raise RuntimeError("failed after it was abandoned")
+
+    def run_api(self, text: str = "") -> dict:
+        \"\"\"Answer.
+
+        Args:
+            text: ignored
+        \"\"\"
+        return {{"reply": VERSION}}
+"""
+
+
+def test_an_abandoned_load_that_fails_later_leaves_the_newer_modules(
+    kit: Kit,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    gate = tmp_path / "gate"
+    source = {v: VERSIONED.format(version=v, gate=str(gate), wait=v == "v2") for v in ("v1", "v2", "v3")}
+    name = kit.write("abandoned", source["v1"])
+    kit.sync()
+    kit.reconciler.load_timeout = 0.3
+    kit.write("abandoned", source["v2"])
+    kit.sync()
+    assert "did not finish within" in kit.reconciler.failed[name].error and kit.run(name) == "v1"
+    kit.write("abandoned", source["v3"])
+    kit.sync()
+    assert kit.run(name) == "v3"
+    gate.write_text("go")  # the abandoned v2 fails now
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name == f"load-{name}" and t.is_alive()])
+    assert sys.modules[f"{name}.pipeline_wrapper"].VERSION == "v3"
