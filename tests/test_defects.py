@@ -131,3 +131,21 @@ def test_an_abandoned_load_that_fails_later_leaves_the_newer_modules(
     gate.write_text("go")  # the abandoned v2 fails now
     wait_until(lambda: not [t for t in threading.enumerate() if t.name == f"load-{name}" and t.is_alive()])
     assert sys.modules[f"{name}.pipeline_wrapper"].VERSION == "v3"
+
+
+def test_withdrawing_a_route_never_skips_one_for_an_iteration_under_way() -> None:
+    """Starlette matches a request by iterating ``router.routes`` on the event loop while loads swap routes."""
+    from fastapi import FastAPI
+
+    from hayhooks_gunicorn.reload.routes import _put_route
+
+    app = FastAPI()
+    for path in ("/gone/run", "/next/run", "/last/run"):
+        app.add_api_route(path, lambda: {}, methods=["POST"])
+    paths = [getattr(r, "path", "") for r in app.router.routes]
+    matching = iter(app.router.routes)  # an iteration under way, past the route about to go
+    before = [getattr(next(matching), "path", "") for _ in range(paths.index("/gone/run") + 1)]
+    _put_route(app, "gone", None)
+    after = [getattr(route, "path", "") for route in matching]
+    assert before + after == paths  # nothing skipped: the iteration kept the list it started with
+    assert "/gone/run" not in [getattr(r, "path", "") for r in app.router.routes]
