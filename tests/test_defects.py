@@ -149,3 +149,28 @@ def test_withdrawing_a_route_never_skips_one_for_an_iteration_under_way() -> Non
     after = [getattr(route, "path", "") for route in matching]
     assert before + after == paths  # nothing skipped: the iteration kept the list it started with
     assert "/gone/run" not in [getattr(r, "path", "") for r in app.router.routes]
+
+
+def test_a_cold_check_whose_setup_leaves_a_grandchild_on_stdout_returns(tmp_path: Path) -> None:
+    """The cold pre-flight child runs in a process group of its own, ended with it."""
+    import os
+
+    from conftest import setup_wrapper, write_wrapper
+
+    from hayhooks_gunicorn.deploys import preflight
+    from hayhooks_gunicorn.reload.scan import scan
+
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    pid_file = tmp_path / "grandchild.pid"
+    body = f"child = subprocess.Popen(['sleep', '30']); Path({str(pid_file)!r}).write_text(str(child.pid))"
+    write_wrapper(pipelines, "spawns", setup_wrapper(body, imports="import subprocess\nfrom pathlib import Path"))
+    source = scan(pipelines)["spawns"]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    args = [source.name, str(source.path), source.kind, str(pipelines)]
+    result = preflight._check_in_new_process(source, args, env, timeout=10)
+    assert result.ok, result.error
+    grandchild = int(pid_file.read_text())
+    wait_until(
+        lambda: not Path(f"/proc/{grandchild}").exists() or " Z " in Path(f"/proc/{grandchild}/stat").read_text()
+    )
