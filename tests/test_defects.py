@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from conftest import Server, wait_until
 from test_reload_core import Kit, kit  # noqa: F401  (the reload core fixture)
 
 from hayhooks_gunicorn.reload.watcher import DirectoryWatcher
@@ -174,3 +175,22 @@ def test_a_cold_check_whose_setup_leaves_a_grandchild_on_stdout_returns(tmp_path
     wait_until(
         lambda: not Path(f"/proc/{grandchild}").exists() or " Z " in Path(f"/proc/{grandchild}/stat").read_text()
     )
+
+
+@pytest.mark.integration
+def test_a_restart_that_gives_up_stops_the_new_worker_not_an_old_one(
+    start_server: Callable[..., Server], pipelines_dir: Path, runtime_dir: Path, tmp_path: Path
+) -> None:
+    from conftest import kit_cli, setup_wrapper, write_wrapper
+
+    hold = tmp_path / "hold"  # while it exists, a worker that loads the pipeline never gets ready
+    write_wrapper(pipelines_dir, "held", setup_wrapper(f"while os.path.exists({str(hold)!r}): time.sleep(0.05)"))
+    server = start_server(pipelines_dir, workers=2)
+    before = server.worker_pids()
+    hold.write_text("")
+    env = {"XDG_RUNTIME_DIR": str(runtime_dir)}
+    restart = kit_cli("restart", "--bind", f"127.0.0.1:{server.port}", "--timeout", "3", env=env)
+    assert restart.returncode == 1 and "No new worker finished loading" in restart.stderr, restart.stderr
+    wait_until(lambda: server.worker_pids() == before, timeout=30)
+    hold.unlink()
+    assert server.get("/readyz").status_code == 200 and server.worker_pids() == before

@@ -169,10 +169,19 @@ def child_exit(server: Any, worker: Any) -> None:
     """A worker exited: drop its ready marker, its live gauges (its counts go to the archive), its state file."""
     if (current := instance.current()) is not None:
         _attempt(server, "drop the ready marker", worker.pid, lambda: current.forget(worker.pid))
+        _attempt(server, "lower the worker count", worker.pid, lambda: retire(server, current, worker.pid))
     _attempt(server, "retire the metrics", worker.pid, lambda: multiproc_dir.retire(worker.pid))
     # UvicornWorker never runs gunicorn's worker_exit hook: the master removes the worker's cluster state.
     _attempt(server, "remove the cluster state", worker.pid, lambda: forget_worker(worker.pid))
     _attempt(server, "quarantine what it was loading", worker.pid, lambda: quarantine_loads(server, worker.pid))
+
+
+def retire(server: Any, current: instance.Instance, pid: int) -> None:
+    """A rolling restart gave up on worker *pid* (``ControlSocket.give_up``): the count goes down with it, here,
+    before the arbiter's main loop would fork its replacement."""
+    if current.take_retire(pid):
+        server.num_workers = max(1, server.num_workers - 1)
+        server.log.info("Worker %s did not get ready; back to %s worker(s)", pid, server.num_workers)
 
 
 def quarantine_loads(server: Any, pid: int) -> None:
