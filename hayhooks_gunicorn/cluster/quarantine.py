@@ -20,6 +20,7 @@ The master imports this module in its ``child_exit`` hook: it stays light (no ha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -102,17 +103,24 @@ class Quarantine:
         host, pid = socket.gethostname(), os.getpid()
         path = self.marks / f"{host}-{pid}.{_key(name, revision)}.json"
         mark = LoadingMark(name=name, revision=revision, host=host, pid=pid)
+        written = False
         try:
             ensure_state_dir(self.directory)
             self.marks.mkdir(mode=0o700, exist_ok=True)
             write_atomically(path, mark.model_dump_json())
+            written = True
         except OSError:
-            path = None  # type: ignore[assignment]
+            pass
         try:
             yield
         finally:
-            if path is not None:
+            if written:
                 path.unlink(missing_ok=True)
+
+    def tidy(self) -> None:
+        """In the master at exit: drop the marks directory once empty (records stay: they outlive restarts)."""
+        with contextlib.suppress(OSError):
+            self.marks.rmdir()
 
     def cause(self, name: str, revision: str) -> str | None:
         """Why *revision* of *name* is quarantined, or ``None`` when it is not."""

@@ -229,6 +229,7 @@ def on_exit(server: Any) -> None:
     from hayhooks_gunicorn.chat import supervisor
 
     _attempt(server, "stop the Chainlit UI host", None, supervisor.stop)
+    _attempt(server, "remove the loading marks directory", None, Quarantine(state_dir()).tidy)
     _attempt(server, "remove the cluster state directory", None, release_state_dir)
     if (current := instance.current()) is not None:
         _attempt(server, "remove the ready markers", None, current.remove)
