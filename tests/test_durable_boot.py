@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Server, echo_wrapper, wait_until, write_wrapper
+from conftest import Server, echo_wrapper, setup_wrapper, wait_until, write_wrapper
 from redis_server import RedisServer
 from test_durable import EXAMPLE, NAME, durable_env, redis  # noqa: F401  (the module's Redis fixture)
 
@@ -78,3 +78,19 @@ def test_a_worker_sigkilled_while_redis_is_down(
     wait_until(lambda: two_workers_serve(server) and victim not in server.worker_pids(), timeout=60)
     submitted = server.post(f"/{NAME}/run-durable", json={"value": 1})
     assert submitted.status_code == 202, submitted.text
+
+
+def test_a_durable_pipeline_that_kills_its_worker_is_quarantined(
+    start_server: Callable[..., Server],
+    pipelines_dir: Path,
+    redis: RedisServer,  # noqa: F811
+) -> None:
+    """Durable workers load their fixed set in create_app(): a load that ends the process is remembered there too."""
+    shutil.copytree(EXAMPLE, pipelines_dir / NAME)
+    write_wrapper(pipelines_dir, "plain", echo_wrapper("plain"))
+    write_wrapper(pipelines_dir, "fatal", setup_wrapper("os._exit(1)"))
+    server = start_server(pipelines_dir, workers=2, env=durable_env(redis), wait=False)
+    wait_until(lambda: two_workers_serve(server), timeout=60)
+    ready = server.get("/readyz").json()
+    assert "ended its worker while loading (exit code 1)" in ready["failures"]["fatal"], ready
+    assert server.post(f"/{NAME}/run-durable", json={"value": 1}).status_code == 202

@@ -32,6 +32,9 @@ from hayhooks_gunicorn.traces import peer
 from hayhooks_gunicorn.worker.durable_set import tolerant_loading
 
 # hayhooks' deploy and undeploy paths (server/routers/deploy.py, undeploy.py), which durable mode does not mount.
+# Set on the app's state when a failed startup can heal in a new worker: gunicorn_worker then exits with 1 (respawned)
+# instead of WORKER_BOOT_ERROR, which halts the arbiter
+RESPAWN_ON_FAILED_START = "kit_respawn_on_failed_start"
 # How long one check of the store may take, and the backoff between checks while it does not answer (seconds)
 STORE_CHECK_TIMEOUT = 5.0
 STORE_RETRY = (0.5, 10.0)
@@ -119,11 +122,14 @@ def record_while_serving(
 
     def started() -> None:
         loaded.booted, loaded.waiting = True, None
-        if serve_traces:
-            peer.start(recorder.directory)
-        recorder.start(loaded.state)
-        if metrics:
-            record_fixed_set(loaded.pipelines, loaded.serves_from, loaded.failures)
+        try:
+            if serve_traces:
+                peer.start(recorder.directory)
+            recorder.start(loaded.state)
+            if metrics:
+                record_fixed_set(loaded.pipelines, loaded.serves_from, loaded.failures)
+        except Exception as e:  # optional parts: failing the lifespan for them would halt the arbiter (see above)
+            log.error("Worker {} serves without its cluster state, traces or metrics: {}", os.getpid(), e)
 
     def stopping() -> None:
         recorder.stop()
@@ -132,7 +138,13 @@ def record_while_serving(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.durable_runtime is None or (reason := await store_problem(app)) is None:
-            async with hayhooks_lifespan(app):
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    await stack.enter_async_context(hayhooks_lifespan(app))
+                except Exception:
+                    if await store_problem(app) is not None:  # Redis went away meanwhile: heals in a new worker
+                        setattr(app.state, RESPAWN_ON_FAILED_START, True)
+                    raise
                 started()
                 try:
                     yield
