@@ -76,18 +76,22 @@ def test_a_stopped_worker_quarantines_nothing(tmp_path: Path) -> None:
     assert list(quarantine.marks.iterdir()) == []
 
 
-def test_a_booting_worker_claims_marks_of_dead_processes(tmp_path: Path) -> None:
-    """A SIGKILLed master never reaped its worker: the next worker of the host finds the mark."""
+def test_a_booting_worker_claims_marks_of_dead_processes_under_a_dead_master(tmp_path: Path) -> None:
+    """A SIGKILLed master never reaped its worker: the next worker of the host finds the mark. Under a live master
+    the mark is left to the master, which records the exit status."""
     quarantine = Quarantine(tmp_path / "state")
     dead, _ = status_of("pass")
+    dead_master, _ = status_of("pass")
     host = socket.gethostname()
     quarantine.marks.mkdir(parents=True)
-    for pid, name in ((dead, "gone"), (os.getpid(), "alive")):
+    marks = {"orphan": (dead, dead_master), "reaped_soon": (dead, os.getpid()), "alive": (os.getpid(), dead_master)}
+    for name, (pid, master) in marks.items():
         (quarantine.marks / f"{host}-{pid}.k{name}.json").write_text(
-            f'{{"name": "{name}", "revision": "r1", "host": "{host}", "pid": {pid}}}'
+            f'{{"name": "{name}", "revision": "r1", "host": "{host}", "pid": {pid}, "master_pid": {master}}}'
         )
-    assert [r.name for r in quarantine.claim_orphans()] == ["gone"]
-    assert quarantine.cause("gone", "r1") is not None and quarantine.cause("alive", "r1") is None
+    assert [r.name for r in quarantine.claim_orphans()] == ["orphan"]
+    assert quarantine.cause("orphan", "r1") is not None
+    assert quarantine.cause("reaped_soon", "r1") is None and quarantine.cause("alive", "r1") is None
 
 
 def test_the_hook_reads_the_status_gunicorn_reaped() -> None:

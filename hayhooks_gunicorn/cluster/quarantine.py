@@ -46,6 +46,7 @@ class LoadingMark(BaseModel):
     revision: str
     host: str
     pid: int
+    master_pid: int = 0  # the master that reaps this worker and records why it died
 
 
 class Quarantined(BaseModel):
@@ -102,7 +103,7 @@ class Quarantine:
         """
         host, pid = socket.gethostname(), os.getpid()
         path = self.marks / f"{host}-{pid}.{_key(name, revision)}.json"
-        mark = LoadingMark(name=name, revision=revision, host=host, pid=pid)
+        mark = LoadingMark(name=name, revision=revision, host=host, pid=pid, master_pid=os.getppid())
         written = False
         try:
             ensure_state_dir(self.directory)
@@ -136,12 +137,17 @@ class Quarantine:
         return self._settle(_listing(self.marks, f"{socket.gethostname()}-{pid}.*.json"), cause)
 
     def claim_orphans(self) -> list[Quarantined]:
-        """In a booting worker: marks of this host's processes that are gone, which no master turned into records."""
+        """In a booting worker: marks of this host's processes that are gone and whose master is gone too (it was
+        killed before it could reap them). A live master records the cause itself, with the exit status: a worker
+        must not take the mark first, between the master's ``waitpid`` and its ``child_exit``."""
         here = socket.gethostname()
         orphans = []
         for path in _listing(self.marks, f"{here}-*.json"):
-            pid = path.name.removeprefix(f"{here}-").split(".", 1)[0]
-            if pid.isdigit() and not process_alive(int(pid)):
+            try:
+                mark = LoadingMark.model_validate_json(path.read_bytes())
+            except (OSError, ValidationError):
+                continue
+            if not process_alive(mark.pid) and not (mark.master_pid and process_alive(mark.master_pid)):
                 orphans.append(path)
         return self._settle(orphans, UNOBSERVED)
 
@@ -154,7 +160,7 @@ class Quarantine:
                 path.unlink(missing_ok=True)
                 continue
             if cause is not None:
-                record = Quarantined(**mark.model_dump(), cause=cause, at=time.time())
+                record = Quarantined(**mark.model_dump(exclude={"master_pid"}), cause=cause, at=time.time())
                 self.records.mkdir(mode=0o700, exist_ok=True)
                 write_atomically(self.records / f"{_key(mark.name, mark.revision)}.json", record.model_dump_json())
                 recorded.append(record)
