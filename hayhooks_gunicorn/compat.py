@@ -11,10 +11,18 @@ SUPPORTED_HAYHOOKS = ">=2.1,<2.2"
 
 # module -> attributes the kit uses; private names move between hayhooks releases, so name them all here.
 REQUIRED = {
-    "hayhooks.server.app": ("create_app", "_matches_existing_route"),
+    "hayhooks.server.app": ("create_app", "_matches_existing_route", "build_immutable_host"),
     "hayhooks.server.exceptions": ("PipelinePathError",),
     "hayhooks.server.logger": ("log",),
     "hayhooks.server.pipelines.models": ("create_pipeline_metadata",),
+    # Durable mode's set is loaded one pipeline at a time (worker/durable_set.py).
+    "hayhooks.server.pipelines.loader": (
+        "REGISTRY_ROOT",
+        "YAML_SUFFIXES",
+        "_PIPELINE_NAME",
+        "_load_candidate",
+        "_package_name",
+    ),
     "hayhooks.server.pipelines.registry": ("registry",),
     # Deploy routes keep hayhooks' request and response models.
     "hayhooks.server.routers.deploy": ("DeployResponse", "PipelineFilesRequest", "YamlDeployRequest"),

@@ -35,3 +35,12 @@ def no_fork_while_starting() -> Iterator[None]:
     """Hold off ``os.fork`` in this process while the caller starts a child (only while it starts)."""
     with _lock:
         yield
+
+
+@contextmanager
+def no_fork_meanwhile() -> Iterator[None]:
+    """Hold off ``os.fork`` in this process for the duration of the block: the master runs pipeline code
+    (imports, ``setup()``) from a thread (``master.shared_models``). Starting a child inside the block would wait
+    for the block's end: the lock is not re-entrant."""
+    with _lock:
+        yield

@@ -15,8 +15,10 @@ the CLI that call it do not either.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +32,8 @@ from hayhooks_gunicorn.reload.scan import PipelineSource
 MARK = "hayhooks-gunicorn-check:"
 # The module the cold way runs (``python -m``): the checking process's side
 CHECK_MODULE = "hayhooks_gunicorn.deploys.preflight_check"
+# How long a cold check's output is read after its deadline, for a grandchild that left the process group
+KILL_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -68,21 +72,53 @@ def check_in_subprocess(
 
 
 def _check_in_new_process(source: PipelineSource, args: list[str], env: dict[str, str], timeout: float) -> CheckResult:
+    """The cold check, in a process group of its own: a ``setup()`` may start a grandchild that holds stdout
+    open after the check ended (``communicate()`` reads to the end of stdout, so it waited for that grandchild,
+    and once more, with no timeout, after the child was killed). The group goes once the child has ended or
+    the time is up; whatever the child printed is still read."""
     started = time.monotonic()
     pipe = subprocess.PIPE
     command = [sys.executable, "-m", CHECK_MODULE, *args]
     with no_fork_while_starting():  # the master runs checks from a thread (forking)
-        child = subprocess.Popen(command, stdout=pipe, stderr=pipe, text=True, env=env, stdin=subprocess.DEVNULL)
-    try:
-        stdout, stderr = child.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.communicate()
-        return _timed_out(source, timeout, time.monotonic() - started)
+        child = subprocess.Popen(
+            command, stdout=pipe, stderr=pipe, text=True, env=env, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    stdout, stderr, timed_out = _read_until_ended(child, started + timeout)
     for line in reversed(stdout.splitlines()):
         if line.startswith(MARK):
             return CheckResult(**json.loads(line[len(MARK) :]))
+    if timed_out:
+        return _timed_out(source, timeout, time.monotonic() - started)
     return _exited(source, child.returncode, stderr or stdout, time.monotonic() - started)
+
+
+def _read_until_ended(child: subprocess.Popen[str], deadline: float) -> tuple[str, str, bool]:
+    """Read the child's output until it and its group are gone: (stdout, stderr, whether the time ran out).
+
+    A grandchild that left the group (its own ``setsid()``) and holds the pipes is given up on ``KILL_GRACE``
+    seconds after the deadline, with what was read by then."""
+    timed_out = False
+    while True:
+        try:
+            stdout, stderr = child.communicate(timeout=0.2)  # retrying loses no output (subprocess docs)
+            return stdout or "", stderr or "", timed_out
+        except subprocess.TimeoutExpired as e:
+            now = time.monotonic()
+            if child.poll() is None and now < deadline:
+                continue
+            timed_out = timed_out or child.returncode is None or child.returncode < 0
+            _kill_group(child.pid)  # the child ended (a grandchild holds the pipes) or its time is up
+            if now > deadline + KILL_GRACE:
+                return _text(e.stdout), _text(e.stderr), timed_out
+
+
+def _text(data: str | bytes | None) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else data or ""
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _timed_out(source: PipelineSource, timeout: float, seconds: float) -> CheckResult:

@@ -82,6 +82,18 @@ class Instance:
         except (OSError, ValueError):
             return None
 
+    def ask_retire(self, pid: int) -> None:
+        """Ask the master to lower its worker count when worker *pid* exits (``take_retire``, in ``child_exit``)."""
+        write_atomically(self.ready_dir / f"retire-{pid}", str(pid))
+
+    def take_retire(self, pid: int) -> bool:
+        """Whether the exit of worker *pid* was asked to lower the worker count; the request is used up."""
+        try:
+            (self.ready_dir / f"retire-{pid}").unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
     def ready_pids(self) -> set[int]:
         try:
             return {int(p.name) for p in self.ready_dir.iterdir() if p.name.isdigit()}

@@ -5,8 +5,8 @@ new version itself would hold its own copy of the weights, so instead the master
 pre-flight in a separate process), then replaces its workers one at a time from that set (``rolling``); in durable
 mode a worker serves the fixed set hayhooks built for it, so each changed pipeline is loaded once in a separate
 process (``check_changed``) and the workers are replaced. Each new worker serves before an old one retires, so
-capacity never drops; a new durable worker that failed to load would make gunicorn stop the master (a worker boot
-error halts the arbiter), which the check prevents. A set that fails to load stops the roll: the
+capacity never drops; a new durable worker would serve the set without the pipeline that failed to load
+(``worker.durable_set``), which the check prevents. A set that fails to load stops the roll: the
 workers serving now go on serving, the log says why, and the next change of the directory tries again.
 """
 

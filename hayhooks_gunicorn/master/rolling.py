@@ -73,7 +73,7 @@ def rolling_restart(
     poll: float = 0.1,
 ) -> RestartReport:
     """Replace every worker that exists now; raise :class:`RestartError` with what happened when one fails."""
-    master = ControlSocket(str(instance.control_socket))
+    master = ControlSocket(str(instance.control_socket), instance=instance)
     if not instance.control_socket.exists():
         msg = f"No control socket at {master.path}: is the server running, with this bind or control socket?"
         raise RestartError(msg)

@@ -7,6 +7,15 @@ fork) nor initialises CUDA (which cannot be used in a child forked after it), is
 is loaded by each worker as usual, with one log line saying why. While the master loads, torch runs on one
 thread: a parent that ran an inference on torch's default thread pool before forking made every child hang on
 its first inference (OpenMP after fork); each worker gets its threads back after the fork (``restore_threads``).
+
+The arbiter stays gunicorn's single-threaded arbiter as far as pipeline code goes: after a change the master
+loads on its watcher thread (``roll_on_change``) while the arbiter's main loop may fork a replacement worker at any
+moment, and a child forked then would inherit half-built modules and locks held by the loading thread. So forks
+are held off while pipeline code runs in the master (``forking.no_fork_meanwhile``): a fork asked for meanwhile
+waits for the load to end, at most ``HAYHOOKS_GUNICORN_LOAD_TIMEOUT``. A load abandoned at that timeout goes on
+in its daemon thread, unguarded: holding forks off for ever would be worse. The checks before it run in separate
+processes and need no such guard. Replaced versions are freed in the master: ``gc.collect()`` after each change,
+and ``gc.unfreeze()`` after each fork (``master.hooks.thaw_after_fork``).
 """
 
 from __future__ import annotations
@@ -19,8 +28,10 @@ from typing import Any
 
 from hayhooks_gunicorn.deploys.preflight import check_in_subprocess
 from hayhooks_gunicorn.errors import PipelineLoadError
+from hayhooks_gunicorn.forking import no_fork_meanwhile
 from hayhooks_gunicorn.reload import PipelineSource, inherited, scan
 from hayhooks_gunicorn.reload.loader import install_source_only_imports, prepare_with_deadline
+from hayhooks_gunicorn.reload.release import release_memory
 from hayhooks_gunicorn.settings import KitSettings
 
 _torch_threads: int | None = None
@@ -67,16 +78,20 @@ def load_in_master(pipelines_dir: Path, settings: KitSettings, log: Any) -> dict
         reason = check.fork_unsafe or _load(source, settings.load_timeout)
         if reason is not None:
             log.warning("Pipeline '%s' is not shared: %s; each worker loads its own copy", source.name, reason)
+    if changed or set(held) - {s.name for s in sources}:
+        release_memory()  # the versions forgotten above are cycles: collected now, not whenever gen 2 runs
     if changed and (shared := [s.name for s in changed if s.name in inherited.handed_down()]):
         log.info("Loaded %d pipeline(s) in the master, shared by every worker: %s", len(shared), ", ".join(shared))
     return failed
 
 
 def _load(source: PipelineSource, timeout: float) -> str | None:
+    """Import and set up *source* in the master, with forks held off meanwhile (see the module docstring)."""
     limit_threads()
     started = time.monotonic()
     try:
-        prepared = prepare_with_deadline(source, timeout)
+        with no_fork_meanwhile():
+            prepared = prepare_with_deadline(source, timeout)
     except PipelineLoadError as e:
         return f"it failed to load in the master ({e})"
     inherited.hand_down(source, prepared)

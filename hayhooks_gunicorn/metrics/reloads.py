@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,7 +60,7 @@ def _slot_label() -> str:
     return "" if slot is None else str(slot)
 
 
-def record_fixed_set(pipelines: dict[str, str], serves_from: Path) -> None:
+def record_fixed_set(pipelines: dict[str, str], serves_from: Path, failed: Iterable[str] = ()) -> None:
     """A durable worker's counterpart of ``record_reloads``: count it alive, with the fixed set it serves.
 
     Its set never changes (it is replaced instead), so there is nothing to record after boot.
@@ -70,6 +71,8 @@ def record_fixed_set(pipelines: dict[str, str], serves_from: Path) -> None:
     metrics.pipelines_dir_info.labels(worker, slot, str(serves_from)).set(1)
     for name, revision in pipelines.items():
         metrics.revision_info.labels(name, revision, worker, slot).set(1)
+    for name in failed:
+        metrics.load_failed.labels(name).set(1)
 
 
 def record_reloads(runtime: WorkerRuntime) -> None:

@@ -14,6 +14,8 @@ import importlib.util
 import os
 import sys
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from importlib.abc import PathEntryFinder
 from importlib.machinery import EXTENSION_SUFFIXES, SOURCE_SUFFIXES, ExtensionFileLoader, FileFinder, SourceFileLoader
 from pathlib import Path
@@ -74,6 +76,9 @@ class _WrapperModuleLoader(_PipelineModuleLoader):
         return module
 
 
+# What surrounds each load on its own thread (``cluster.quarantine.Quarantine.loading``)
+Guard = Callable[[], AbstractContextManager[object]]
+
 _make_finder = FileFinder.path_hook((SourceOnlyLoader, SOURCE_SUFFIXES), (ExtensionFileLoader, EXTENSION_SUFFIXES))
 _hook_lock = threading.Lock()
 _hook_installed = False
@@ -112,16 +117,19 @@ def forget_deleted_roots() -> None:
 
 
 def prepare(source: PipelineSource) -> PreparedPipeline:
-    """Import and set up *source*; on failure the modules of the version serving before are put back."""
+    """Import and set up *source*; on failure the modules of the version serving before are put back, unless a
+    newer load of the name began meanwhile (this one was abandoned after the load timeout): then the modules are
+    that load's, and stay."""
     if source.error:
         raise PipelineLoadError(source.error)
     if source.kind == "yaml":
         try:
             text = source.path.read_text(encoding="utf-8")
             return prepare_pipeline_yaml(source.name, source_code=text, options={"save_file": False})
-        except Exception as e:
-            raise PipelineLoadError(f"Failed to load YAML pipeline {source.name!r}: {e}") from e
+        except BaseException as e:
+            raise _load_error(e, f"Failed to load YAML pipeline {source.name!r}: ") from e
 
+    attempt = _begin(source.name)
     serving_modules = pipeline_modules(source.name)
     forget_deleted_roots()
     invalidate_import_caches()
@@ -131,28 +139,51 @@ def prepare(source: PipelineSource) -> PreparedPipeline:
         # kit's loader runs only to check a new set before the master rolls it out (master/roll_on_change.py).
         wrapper = create_pipeline_wrapper_instance(module, allow_durable=bool(hayhooks_settings.durable_mode))
     except BaseException as e:
-        unload_pipeline_modules(source.name)
-        sys.modules.update(serving_modules)
-        if isinstance(e, KeyboardInterrupt):
-            raise
-        # A setup() calling sys.exit() is a failed load: raised on, it would end the load thread silently and
-        # leave the pipeline "loading" for ever.
-        message = str(e) if isinstance(e, Exception) else f"{type(e).__name__}({e}) while loading"
-        raise PipelineLoadError(message) from e
+        with _attempts_lock:
+            if _attempts[source.name] == attempt:
+                unload_pipeline_modules(source.name)
+                sys.modules.update(serving_modules)
+        raise _load_error(e) from e
     return PreparedPipeline(name=source.name, wrapper=wrapper)
 
 
-def prepare_with_deadline(source: PipelineSource, timeout: float) -> PreparedPipeline:
-    """Run :func:`prepare` in a daemon thread and give up after *timeout* seconds.
+# pipeline name -> number of the latest load begun in this process
+_attempts: dict[str, int] = {}
+_attempts_lock = threading.Lock()
+
+
+def _begin(name: str) -> int:
+    with _attempts_lock:
+        _attempts[name] = _attempts.get(name, 0) + 1
+        return _attempts[name]
+
+
+def _load_error(error: BaseException, prefix: str = "") -> BaseException:
+    """What a failed load raises: a ``PipelineLoadError``, also for a ``SystemExit`` (a ``setup()`` or component
+    calling ``sys.exit()``), which raised on would end the load thread silently and leave the pipeline "loading"
+    for ever; ``KeyboardInterrupt`` goes on."""
+    if isinstance(error, KeyboardInterrupt):
+        return error
+    message = str(error) if isinstance(error, Exception) else f"{type(error).__name__}({error}) while loading"
+    return PipelineLoadError(prefix + message)
+
+
+def prepare_with_deadline(
+    source: PipelineSource, timeout: float, guard: Guard = contextlib.nullcontext
+) -> PreparedPipeline:
+    """Run :func:`prepare` in a daemon thread, inside ``guard()``, and give up after *timeout* seconds.
 
     A thread cannot be killed: a hung ``setup()`` is left behind (daemon, so it never blocks the worker's exit),
-    and the pipeline is reported failed while every other pipeline serves.
+    and the pipeline is reported failed while every other pipeline serves. The guard (``cluster.quarantine``'s
+    loading mark) lasts as long as that thread runs, not as long as the caller waits: an abandoned ``setup()`` that
+    kills the process later still names its revision.
     """
     box: dict[str, PreparedPipeline | BaseException] = {}
 
     def run() -> None:
         try:
-            box["result"] = prepare(source)
+            with guard():
+                box["result"] = prepare(source)
         except BaseException as e:  # handed to the caller below
             box["error"] = e
 
@@ -167,7 +198,9 @@ def prepare_with_deadline(source: PipelineSource, timeout: float) -> PreparedPip
     raise result if result is not None else PipelineLoadError(f"Loading pipeline {source.name!r} gave no result")
 
 
-def prepare_first(source: PipelineSource, timeout: float) -> tuple[PreparedPipeline, PipelineSource]:
+def prepare_first(
+    source: PipelineSource, timeout: float, guard: Guard = contextlib.nullcontext
+) -> tuple[PreparedPipeline, PipelineSource]:
     """The first of *source* and its fallbacks that loads, and which one it was.
 
     A name defined twice is served as hayhooks' startup deploy serves it (``server/app.py::deploy_pipelines``):
@@ -177,7 +210,7 @@ def prepare_first(source: PipelineSource, timeout: float) -> tuple[PreparedPipel
     candidate: PipelineSource | None = source
     while candidate is not None:
         try:
-            return prepare_with_deadline(candidate, timeout), candidate
+            return prepare_with_deadline(candidate, timeout, guard), candidate
         except PipelineLoadError as e:
             if source.fallback is None:
                 raise

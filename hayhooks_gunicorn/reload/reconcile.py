@@ -13,6 +13,8 @@ nowhere (a dangling link, a directory missing mid-swap), nothing is withdrawn.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import threading
 import time
@@ -20,22 +22,26 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from hayhooks.server.logger import log
 from hayhooks.server.utils.models import PreparedPipeline
 from starlette.routing import BaseRoute
 
-from hayhooks_gunicorn.errors import InvalidPipelineError
 from hayhooks_gunicorn.reload import inherited
 from hayhooks_gunicorn.reload.follow import resolve_dir
-from hayhooks_gunicorn.reload.loader import install_source_only_imports, prepare_first
+from hayhooks_gunicorn.reload.loader import Guard, install_source_only_imports, prepare_first
 from hayhooks_gunicorn.reload.missing import MissingEntries
 from hayhooks_gunicorn.reload.names import shadows_route
 from hayhooks_gunicorn.reload.outcomes import Change, Failure, Served, Snapshot, Unresolved
+from hayhooks_gunicorn.reload.plan import Current, OnDisk, plan_pass
 from hayhooks_gunicorn.reload.release import release_replaced
 from hayhooks_gunicorn.reload.routes import swap_routes, withdraw_routes
 from hayhooks_gunicorn.reload.scan import PipelineSource, scan
+
+if TYPE_CHECKING:
+    from hayhooks_gunicorn.cluster.quarantine import Quarantine
 
 
 @dataclass
@@ -63,6 +69,8 @@ class Reconciler:
     # What the last pass found on disk (name -> revision and real path), and when (``time.monotonic()``)
     on_disk: dict[str, Served] = field(default_factory=dict)
     scanned_at: float | None = None
+    # Revisions that killed a worker while it loaded them: never loaded again (``cluster.quarantine``)
+    quarantine: Quarantine | None = None
     _rerun: bool = False  # a pass skipped a name that was busy loading: look again when that load ends
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _slots: threading.Semaphore = field(init=False)
@@ -98,27 +106,15 @@ class Reconciler:
                 return
             self.on_disk = {name: Served(source.revision, location(source)) for name, source in desired.items()}
             self.scanned_at = time.monotonic()
-            gone = [n for n in self.served if n not in desired and n not in self.loading]
-            changes = [self._remove(n) for n in self.missing.due(gone)]
-            for name in [n for n in self.failed if n not in desired]:
+            plan = plan_pass({name: self._on_disk(source) for name, source in desired.items()}, self._current())
+            changes = [self._remove(name) for name in self.missing.due(plan.gone)]
+            for name in plan.forget_failed:
                 del self.failed[name]
-            for name in [n for n in self.conflicts if n not in desired or desired[n].conflict is None]:
+            for name in plan.forget_conflicts:
                 del self.conflicts[name]
-            self._rerun = self._rerun or any(n not in desired for n in self.loading)
-            threads = []
-            for source in desired.values():
-                if not self._needs_load(source):
-                    continue
-                if source.name in self.loading:
-                    busy = self.loading[source.name]
-                    self._rerun = self._rerun or (busy.revision, location(busy)) != (source.revision, location(source))
-                    continue
-                if source.error is None and shadows_route(source.name, self.server_routes):
-                    error = InvalidPipelineError(f"Pipeline name {source.name!r} clashes with a server route")
-                    changes.append(self._fail(source, error, 0.0))
-                    continue
-                self.loading[source.name] = source
-                threads.append(threading.Thread(target=self._load, args=(source,), name=f"load-{source.name}"))
+            changes += [self._fail(desired[name], reason, 0.0) for name, reason in plan.refuse.items()]
+            self._rerun = self._rerun or plan.rerun
+            threads = [self._start_load(desired[name]) for name in plan.load]
             moved = self._settle()
         self._notify(changes, moved)
         if any(change.outcome == "removed" for change in changes):
@@ -161,11 +157,32 @@ class Reconciler:
             self.scanned_at,
         )
 
-    def _needs_load(self, source: PipelineSource) -> bool:
-        """New, changed, or now living elsewhere (a swapped link); not when this very revision failed to load."""
-        served, failed = self.served.get(source.name), self.failed.get(source.name)
-        up_to_date = served is not None and (served.revision, served.location) == (source.revision, location(source))
-        return not up_to_date and not (failed and failed.revision == source.revision)
+    def _current(self) -> Current:
+        """What this worker holds, as plain data for the planner (``reload.plan``); under the lock."""
+        return Current(
+            served={name: (served.revision, served.location) for name, served in self.served.items()},
+            failed={name: failure.revision for name, failure in self.failed.items()},
+            loading={name: (source.revision, location(source)) for name, source in self.loading.items()},
+            conflicts=list(self.conflicts),
+        )
+
+    def _on_disk(self, source: PipelineSource, checks: bool = True) -> OnDisk:
+        """*source* as plain data; with *checks*, whether its name clashes with a route and whether this revision
+        is quarantined (a file read: only a pass needs it)."""
+        clashes = checks and shadows_route(source.name, self.server_routes)
+        quarantined = self.quarantine.cause(source.name, source.revision) if checks and self.quarantine else None
+        return OnDisk(
+            revision=source.revision,
+            location=location(source),
+            broken=source.error is not None,
+            conflict=source.conflict is not None,
+            clashes=clashes,
+            quarantined=quarantined,
+        )
+
+    def _start_load(self, source: PipelineSource) -> threading.Thread:
+        self.loading[source.name] = source
+        return threading.Thread(target=self._load, args=(source,), name=f"load-{source.name}")
 
     def _lost(self, reason: str | None) -> None:
         """The path leads nowhere: keep serving the last good set, and say so once."""
@@ -205,7 +222,7 @@ class Reconciler:
             try:
                 result: PreparedPipeline | Exception | None = inherited.take(source)
                 if result is None:
-                    result, chosen = prepare_first(source, self.load_timeout)
+                    result, chosen = prepare_first(source, self.load_timeout, self._guard(source))
             except Exception as e:
                 result = e
         seconds = time.monotonic() - started
@@ -225,6 +242,12 @@ class Reconciler:
             release_replaced()
         if rerun:
             self.sync()
+
+    def _guard(self, source: PipelineSource) -> Guard:
+        """The loading mark of *source*, held while its load runs (``cluster.quarantine``)."""
+        if self.quarantine is None:
+            return contextlib.nullcontext
+        return functools.partial(self.quarantine.loading, source.name, source.revision)
 
     def _note_conflict(self, source: PipelineSource, chosen: PipelineSource | None) -> None:
         if source.conflict is None:
@@ -257,7 +280,7 @@ class Reconciler:
         )
         return Change(source.name, "loaded", source.revision, seconds)
 
-    def _fail(self, source: PipelineSource, error: BaseException, seconds: float) -> Change:
+    def _fail(self, source: PipelineSource, error: BaseException | str, seconds: float) -> Change:
         message = str(error)
         self.failed[source.name] = Failure(source.revision, message)
         keeps = self.served.get(source.name)

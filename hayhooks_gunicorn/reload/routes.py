@@ -16,6 +16,7 @@ from hayhooks.server.pipelines.models import create_pipeline_metadata
 from hayhooks.server.pipelines.registry import registry
 from hayhooks.server.utils.deploy_utils import _build_run_route, _deploy_lock
 from hayhooks.server.utils.models import PreparedPipeline
+from starlette.routing import BaseRoute
 
 from hayhooks_gunicorn.reload.modules import unload_pipeline_modules
 
@@ -59,13 +60,20 @@ def _make_route(app: FastAPI, route_kwargs: dict[str, Any]) -> APIRoute:
 
 
 def _put_route(app: FastAPI, name: str, route: APIRoute | None) -> None:
-    routes = app.router.routes
+    """Put *route* in the slot of *name*'s route (or last), or drop it, in a new list assigned in one step.
+
+    Loads finish on their own threads while Starlette iterates the list on the event loop (``Router.app``:
+    ``for route in self.routes``): a deletion in place shifts the routes after it, and the iteration skips one
+    (a spurious 404). An iteration under way keeps the list it started with.
+    """
     path = f"/{name}/run"
-    slots = [i for i, r in enumerate(routes) if isinstance(r, APIRoute) and r.path == path]
-    if route is not None and slots:
-        routes[slots[0]] = route
-        slots = slots[1:]
-    elif route is not None:
-        routes.append(route)
-    for i in reversed(slots):
-        del routes[i]
+    current = app.router.routes
+    slot = next((i for i, r in enumerate(current) if _serves(r, path)), len(current))
+    routes = [r for r in current if not _serves(r, path)]
+    if route is not None:
+        routes.insert(slot, route)  # the slot of the route replaced: no route before it was dropped
+    app.router.routes = routes
+
+
+def _serves(route: BaseRoute, path: str) -> bool:
+    return isinstance(route, APIRoute) and route.path == path

@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from hayhooks.server.logger import log
@@ -16,6 +17,9 @@ from starlette.routing import BaseRoute
 from hayhooks_gunicorn.reload.reconcile import Reconciler
 from hayhooks_gunicorn.reload.watcher import DirectoryWatcher
 from hayhooks_gunicorn.settings import KitSettings, WatchMode, pipelines_dir
+
+if TYPE_CHECKING:
+    from hayhooks_gunicorn.cluster.quarantine import Quarantine
 
 
 @dataclass
@@ -37,6 +41,7 @@ def start_runtime(
     server_routes: list[BaseRoute],
     on_boot: Iterable[Callable[[WorkerRuntime], None]] = (),
     on_created: Callable[[WorkerRuntime], None] | None = None,
+    quarantine: Quarantine | None = None,
 ) -> WorkerRuntime:
     """Load every pipeline of the directory once (blocking), then start watching it.
 
@@ -53,7 +58,11 @@ def start_runtime(
         server_routes=server_routes,
         load_timeout=settings.load_timeout,
         parallel=parallel,
+        quarantine=quarantine,
     )
+    if quarantine is not None:
+        for record in quarantine.claim_orphans():
+            log.error("Pipeline '{}' (rev {}) {}: quarantined", record.name, record.revision, record.cause)
     runtime = WorkerRuntime(reconciler, None, started_at=time.time())
     if on_created is not None:
         on_created(runtime)

@@ -99,7 +99,7 @@ class DirectoryWatcher(threading.Thread):
                     # A link swapped from one directory to another publishes a complete release: scanned at once.
                     # A directory that appears (again) may still be filling up: it waits for the first quiet
                     # moment of its new watch (polling scans right after its first look).
-                    self.on_change()
+                    self._changed()
                 try:
                     if target is None:
                         self._wait_for_path(followed, moved)
@@ -114,15 +114,23 @@ class DirectoryWatcher(threading.Thread):
                         continue
                     log.warning("Worker {} lost its watch on '{}' ({}); retrying", os.getpid(), target, e)
                     self.stop_event.wait(1.0)
-                    self.on_change()
+                    self._changed()
                     moved = False
         finally:
             followed.close()
 
+    def _changed(self) -> None:
+        """Run *on_change*; a failure is logged, never the end of this thread: once it ended, nothing would follow
+        the directory again (a callback raising in the retry of the ``except`` below used to end it)."""
+        try:
+            self.on_change()
+        except Exception as e:
+            log.error("Worker {}: re-scanning '{}' failed ({}); the watch goes on", os.getpid(), self.path, e)
+
     def _wait_for_path(self, followed: FollowedDir, moved: bool) -> None:
         """Nothing to watch while the path leads nowhere: resolve it again until it does."""
         if moved:
-            self.on_change()
+            self._changed()
         interval = (self.poll_interval_ms if self.polling else self.follow_interval_ms) / 1000
         while not self.stop_event.wait(interval):
             if followed.refresh():
@@ -146,7 +154,7 @@ class DirectoryWatcher(threading.Thread):
                 return
             if moved or changes or time.monotonic() - last_scan >= RESCAN_SECONDS:
                 moved, last_scan = False, time.monotonic()
-                self.on_change()
+                self._changed()
 
     def _poll(self, path: Path, followed: FollowedDir, moved: bool) -> None:
         """Compare nanosecond stat signatures every interval; re-scan on a change, once it has settled, and
@@ -158,7 +166,7 @@ class DirectoryWatcher(threading.Thread):
         interval = self.poll_interval_ms / 1000
         last, last_scan = stat_signature(path), time.monotonic()
         if moved:
-            self.on_change()
+            self._changed()
         while not self.stop_event.wait(interval):
             if followed.refresh():
                 return
@@ -170,7 +178,7 @@ class DirectoryWatcher(threading.Thread):
             if followed.refresh():  # a directory being deleted settles empty: that is a move, not an edit
                 return
             last, last_scan = current, time.monotonic()
-            self.on_change()
+            self._changed()
 
 
 def stat_signature(path: Path) -> frozenset[tuple[str, int, int, int]]:

@@ -18,6 +18,7 @@ from hayhooks_gunicorn.auth import require_read
 from hayhooks_gunicorn.chat.config import take_over_ui
 from hayhooks_gunicorn.chat.forward import ChatForwarder, close_at_shutdown, install_forwarder
 from hayhooks_gunicorn.cluster.identity import WorkerHeaderMiddleware
+from hayhooks_gunicorn.cluster.quarantine import Quarantine
 from hayhooks_gunicorn.cluster.recorder import StateRecorder
 from hayhooks_gunicorn.cluster.state_files import state_dir
 from hayhooks_gunicorn.cluster.view import cluster_router
@@ -65,7 +66,8 @@ def boot(app: FastAPI) -> WorkerRuntime:
         # The master follows the directory and replaces workers with ones forked from the new set
         # (master/roll_on_change.py): a worker reloading in place would hold its own copy of the weights.
         settings = settings.model_copy(update={"watch": WatchMode.OFF})
-    return start_runtime(app, settings, context.server_routes, context.on_boot, on_created=created)
+    quarantine = Quarantine(context.state_dir)
+    return start_runtime(app, settings, context.server_routes, context.on_boot, created, quarantine)
 
 
 def install_cluster(app: FastAPI, context: AppContext, record: bool = True) -> None:
@@ -90,7 +92,7 @@ def create_app() -> FastAPI:
     if settings.durable_mode:
         from hayhooks_gunicorn.worker import durable
 
-        app = durable.build_hayhooks_app(create_hayhooks_app, pipelines_dir())  # loads the fixed set
+        app = durable.build_hayhooks_app(create_hayhooks_app, Quarantine(state_dir(kit)))  # loads the fixed set
     else:
         app = create_hayhooks_app()
     apply_sync_run(kit.sync_run)

@@ -129,7 +129,11 @@ class HayhooksWorker(UvicornWorker):
         asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, server.handle_exit, signal.SIGQUIT, None)
         await server.serve(sockets=self.sockets)
         if not server.started:
-            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+            # WORKER_BOOT_ERROR halts the whole arbiter (arbiter.py::reap_workers): kept for an app that cannot start
+            # at all, not for one whose startup failed on something that heals (worker.durable marks that case, as
+            # RESPAWN_ON_FAILED_START; not imported: the master imports this module).
+            heals = getattr(getattr(self.wsgi, "state", None), "kit_respawn_on_failed_start", False)
+            sys.exit(1 if heals else Arbiter.WORKER_BOOT_ERROR)
         if server.force_exit:
             # A request still running in a worker thread (a sync run_api) would hold the interpreter's exit, which
             # joins non-daemon threads, for as long as it runs: a quick shutdown leaves without waiting.

@@ -40,10 +40,14 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", summary="Readiness: this worker loaded the pipelines directory and is not behind it")
 async def readyz(request: Request) -> JSONResponse:
     context = app_context(request.app)
-    if (fixed := context.durable) is not None:  # serving at all means hayhooks' lifespan started the durable runtime
-        return JSONResponse(
-            {"status": "ready", "worker": worker_id(), "durable_mode": True, "pipelines": sorted(fixed.pipelines)}
-        )
+    if (fixed := context.durable) is not None:  # booted once hayhooks' lifespan started the durable runtime
+        failures = {name: failure.error for name, failure in fixed.failures.items()}
+        fixed_set = {"worker": worker_id(), "durable_mode": True, "pipelines": sorted(fixed.pipelines)}
+        fixed_set |= {"failed": sorted(failures), "failures": failures}
+        if not fixed.booted:
+            error = fixed.waiting or "starting"
+            return JSONResponse({**fixed_set, "status": "waiting", "error": error}, status_code=503)
+        return JSONResponse({**fixed_set, "status": "ready"})
     runtime = context.runtime
     if runtime is None or runtime.booted_at is None:
         return JSONResponse({"status": "loading", "worker": worker_id()}, status_code=503)
@@ -64,6 +68,7 @@ async def readyz(request: Request) -> JSONResponse:
         "serves_from": str(now.serves_from) if now.serves_from else None,
         "pipelines": sorted(now.served),
         "failed": sorted(now.failed),
+        "failures": {name: failure.error for name, failure in sorted(now.failed.items())},
         "behind": sorted(pending),
         "loading": loading,
     }
