@@ -88,7 +88,8 @@ async def _load_and_probe(server: Server, started: Path, gate: BinaryIO, path: s
                 if isinstance(answers[-1], str):
                     break  # queued behind the calls: the next probes would wait just as long
         # No thread came free while the probes ran: the other calls still wait for one.
-        assert len(list(started.iterdir())) == POOL
+        now_started = len(list(started.iterdir()))
+        assert now_started == POOL, f"{now_started} calls started: the pool was not full while the probes ran"
         fcntl.flock(gate, fcntl.LOCK_UN)
         results = await asyncio.gather(*tasks)
     assert [r.status_code for r in results] == [200] * CALLS
