@@ -2,7 +2,8 @@
 
 ``multiproc_dir`` is that directory (created by the master, inherited by workers, kept bounded as workers come
 and go); ``instruments`` are the kit's metrics; ``requests`` counts and times pipeline calls in each worker;
-``reloads`` records each worker's reload results; ``endpoint`` serves ``GET /metrics`` from any worker.
+``reloads`` records each worker's reload results; ``endpoint`` serves ``GET /metrics`` from any worker, rendered
+on ``scrape_thread`` (not on the pool that runs pipeline calls).
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from hayhooks_gunicorn.app_context import app_context
@@ -24,6 +23,7 @@ from hayhooks_gunicorn.metrics import multiproc_dir
 from hayhooks_gunicorn.metrics.instruments import REVISION_INFO
 from hayhooks_gunicorn.metrics.reloads import record_reloads
 from hayhooks_gunicorn.metrics.requests import PipelineMetricsMiddleware
+from hayhooks_gunicorn.metrics.scrape_thread import run_on_scrape_thread
 from hayhooks_gunicorn.settings import MetricsMode
 
 
@@ -77,7 +77,7 @@ def metrics_router(with_token: bool) -> APIRouter:
 
     @router.get("/metrics", summary="Prometheus metrics of every worker", dependencies=dependencies)
     async def metrics() -> Response:
-        body, content_type = await run_in_threadpool(render)
+        body, content_type = await run_on_scrape_thread(render)
         return Response(body, media_type=content_type)
 
     return router
