@@ -13,7 +13,8 @@ workers serving now go on serving, the log says why, and the next change of the 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,25 @@ from hayhooks_gunicorn.settings import KitSettings
 
 # Loads the new set in the master; returns name -> error for what failed (an empty dict: go ahead and roll).
 Refresh = Callable[[], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class RollPlan:
+    """What one look at the directory asks of the master: the names to roll out (none: nothing to do), and why."""
+
+    changed: tuple[str, ...]
+    reason: str
+
+
+def plan_roll(now: Mapping[str, str], rolled: Mapping[str, str], failed_at: Mapping[str, str] | None) -> RollPlan:
+    """Decide from revisions alone (name -> revision): the set on disk *now*, the one the workers serve (*rolled*),
+    and the one whose roll last failed (*failed_at*, tried again only once the directory changes again)."""
+    if now == rolled:
+        return RollPlan((), "the workers serve this set")
+    if failed_at is not None and now == failed_at:
+        return RollPlan((), "this set failed to roll out; waiting for the next change")
+    changed = sorted(name for name in {*now, *rolled} if now.get(name) != rolled.get(name))
+    return RollPlan(tuple(changed), "changed: " + ", ".join(changed))
 
 
 class RollOnChange:
@@ -58,10 +78,13 @@ class RollOnChange:
         """The watcher's callback: roll when the directory differs from what the workers serve."""
         with self.lock:
             now = self.revisions()
-            if now == self.rolled or now == self.failed_at:
+            plan = plan_roll(now, self.rolled, self.failed_at)
+            if not plan.changed:
                 return
             log = self.arbiter.log
-            log.info("The pipelines directory changed: loading the new set in the master before replacing workers")
+            log.info(
+                "The pipelines directory %s: loading the new set in the master before replacing workers", plan.reason
+            )
             failed = self.refresh()
             if failed:
                 self.failed_at = now
