@@ -114,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {written['chart']}")
     if args.readme:
         chart = written["chart"]
-        chart_link = os.path.relpath(chart, args.readme.resolve().parent) if isinstance(chart, Path) else None
+        # Relative to the repository root: the docs site serves benchmarks/results/ beside its pages
+        # (docs/hooks/repo_files.py), so the same link works in a page under docs/ and in the README.
+        root = Path(__file__).resolve().parent.parent
+        chart_link = os.path.relpath(chart.resolve(), root) if isinstance(chart, Path) else None
         if not report.embed_in_readme(args.readme, report.markdown(results), chart_link):
             print(f"note: no {report.README_START} marker in {args.readme}; README not changed")
     print()
