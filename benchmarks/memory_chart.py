@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import _bars, _get, goals
+from benchmarks.chart import _bars
+from benchmarks.report import _get, goals
 
 VARIANTS = (
     ("naive", "naive recipe"),

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from benchmarks import __main__ as cli
-from benchmarks import load, procs, report
+from benchmarks import chart, load, procs, report
 from benchmarks.load import LoadResult, parse_wrk, python_load
 from benchmarks.pipelines import replace_wrapper, trivial, write_pipeline
 from benchmarks.plan import tiny_plan
@@ -208,8 +208,8 @@ def test_results_are_written_as_json_markdown_and_chart(tmp_path: Path) -> None:
     assert "not measured: no deploy API" in table
     assert "not run (scenario not selected)" in table  # cpu_scaling_2v1 was not selected
     assert "- reload: a note" in table
-    chart = written["chart"]
-    assert chart == tmp_path / "latest.png" and chart.stat().st_size > 0 or "matplotlib" in str(chart)
+    drawn = written["chart"]
+    assert drawn == tmp_path / "latest.png" and drawn.stat().st_size > 0 or "matplotlib" in str(drawn)
     line = report.summary(results)
     assert {g.key for g in report.goals()} <= set(line)
     assert line["deploy_converged_p50_s"] is None
@@ -217,7 +217,7 @@ def test_results_are_written_as_json_markdown_and_chart(tmp_path: Path) -> None:
 
 def test_chart_is_skipped_with_a_note_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    assert "matplotlib" in (report.chart(_results({}, {}), tmp_path / "x.png") or "")
+    assert "matplotlib" in (chart.chart(_results({}, {}), tmp_path / "x.png") or "")
     assert not (tmp_path / "x.png").exists()
 
 
