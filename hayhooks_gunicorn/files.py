@@ -90,6 +90,9 @@ def write_file(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+TEMP_SUFFIX = ".tmp"
+
+
 def write_atomically(path: Path, data: str | bytes) -> None:
     """Replace *path* with *data* in one step: a hidden temp file beside it, then ``os.replace``.
 
@@ -97,7 +100,7 @@ def write_atomically(path: Path, data: str | bytes) -> None:
     read it. No fsync: these
     files describe running processes and need not survive a power loss.
     """
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
     try:
         # 0600: a state file may carry a load error's text, and its directory may be shared (cluster.trust).
         with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb") as f:
@@ -106,6 +109,13 @@ def write_atomically(path: Path, data: str | bytes) -> None:
     except OSError:
         temp.unlink(missing_ok=True)
         raise
+
+
+def remove_unfinished_writes(path: Path) -> None:
+    """Remove the temp files ``write_atomically`` left beside *path*: a process that ends while a daemon thread
+    writes (a worker's state recorder at interpreter exit) never gets to its ``os.replace`` or its cleanup."""
+    for temp in path.parent.glob(f".{path.name}.*{TEMP_SUFFIX}"):
+        temp.unlink(missing_ok=True)
 
 
 def ensure_private_dir(path: Path, parents: int = 0) -> None:

@@ -13,7 +13,7 @@ import pytest
 from conftest import wait_until
 from deploy_helpers import thirty_calls, wrapper_files
 
-from hayhooks_gunicorn.cluster.state_files import read_workers
+from hayhooks_gunicorn.cluster.state_files import read_workers, remove_state
 from hayhooks_gunicorn.cluster.view import Progress, behind_disk
 
 
@@ -75,3 +75,16 @@ def test_readers_skip_stale_heartbeats_and_dead_local_processes(tmp_path: Path) 
     other = next(w for w in workers if w.host == "other-host")
     assert behind_disk(other, {"b": "r9"}) == ["a", "b"]
     assert behind_disk(other, {"a": "r0"}) == []
+
+
+def test_the_master_removes_what_an_exited_worker_left_in_the_state_directory(tmp_path: Path) -> None:
+    """A worker stopped while its recorder thread wrote leaves the temp file of that write (seen after a README
+    run: ``.vm-14461.json.9c48d325.tmp``), which kept the default state directory from being removed at exit."""
+    here = socket.gethostname()
+    _state(tmp_path, here, 4242, time.time(), {})
+    (tmp_path / f".{here}-4242.json.9c48d325.tmp").write_text("{")
+    (tmp_path / f".{here}-4243.json.0badc0de.tmp").write_text("{")  # another worker's write in progress: kept
+
+    remove_state(tmp_path, here, 4242)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".{here}-4243.json.0badc0de.tmp"]

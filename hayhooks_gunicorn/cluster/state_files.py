@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hayhooks_gunicorn.cluster.trust import check_state_dir, read_record
-from hayhooks_gunicorn.files import ensure_private_dir
+from hayhooks_gunicorn.files import ensure_private_dir, remove_unfinished_writes
 from hayhooks_gunicorn.settings import KitSettings, kit_settings, pipelines_dir
 
 
@@ -167,6 +167,8 @@ def read_workers(directory: Path, ttl: float, now: float | None = None) -> list[
 
 
 def remove_state(directory: Path, host: str, pid: int) -> None:
-    """The state file and the trace socket: a SIGKILLed worker leaves both, and the master removes them."""
+    """The state file, its unfinished writes and the trace socket: a worker that exits (SIGKILLed, or stopped while
+    its recorder wrote) leaves them, and the master removes them."""
     state_file(directory, host, pid).unlink(missing_ok=True)
+    remove_unfinished_writes(state_file(directory, host, pid))
     traces_socket_path(directory, host, pid).unlink(missing_ok=True)
