@@ -22,6 +22,7 @@ from hayhooks_gunicorn.master.control import RestartError
 from hayhooks_gunicorn.master.instance import Instance
 from hayhooks_gunicorn.master.rolling import ArbiterPool, rolling_replace
 from hayhooks_gunicorn.reload import scan
+from hayhooks_gunicorn.reload.release import release_memory
 from hayhooks_gunicorn.reload.watcher import DirectoryWatcher
 from hayhooks_gunicorn.settings import KitSettings
 
@@ -85,26 +86,36 @@ class RollOnChange:
             log.info(
                 "The pipelines directory %s: loading the new set in the master before replacing workers", plan.reason
             )
-            failed = self.refresh()
-            if failed:
-                self.failed_at = now
-                errors = "; ".join(f"'{name}': {error}" for name, error in failed.items())
-                log.error("Roll stopped, the workers keep serving the previous set: %s", errors)
-                return
             try:
-                report = rolling_replace(
-                    ArbiterPool(self.arbiter),
-                    self.instance,
-                    load_timeout=self.settings.load_timeout + 60,
-                    retire_timeout=self.arbiter.cfg.graceful_timeout + 30,
-                    echo=log.info,
-                )
-            except RestartError as e:
-                self.failed_at = now
-                log.error("Roll stopped: %s", e)
-                return
-            self.rolled, self.failed_at = now, None
-            log.info("Rolled the change out: replaced %d worker(s), one at a time", len(report.replaced))
+                self._roll(now)
+            finally:
+                # Garbage of the versions replaced, some of it frozen by gc.freeze() at the roll's forks
+                # (master.hooks.pre_fork) and thawed into the oldest generation, which an idle master never collects.
+                release_memory()
+
+    def _roll(self, now: dict[str, str]) -> None:
+        """Load the new set (``refresh``), then replace the workers one at a time; on failure keep what serves."""
+        log = self.arbiter.log
+        failed = self.refresh()
+        if failed:
+            self.failed_at = now
+            errors = "; ".join(f"'{name}': {error}" for name, error in failed.items())
+            log.error("Roll stopped, the workers keep serving the previous set: %s", errors)
+            return
+        try:
+            report = rolling_replace(
+                ArbiterPool(self.arbiter),
+                self.instance,
+                load_timeout=self.settings.load_timeout + 60,
+                retire_timeout=self.arbiter.cfg.graceful_timeout + 30,
+                echo=log.info,
+            )
+        except RestartError as e:
+            self.failed_at = now
+            log.error("Roll stopped: %s", e)
+            return
+        self.rolled, self.failed_at = now, None
+        log.info("Rolled the change out: replaced %d worker(s), one at a time", len(report.replaced))
 
     def stop(self) -> None:
         self.watcher.stop()
