@@ -45,19 +45,23 @@ def on_starting(server: Any) -> None:
     preload_imports(server)
     thaw_after_fork()
     if kit_settings().share_models:
+        from hayhooks_gunicorn.master import allocator
         from hayhooks_gunicorn.master.shared_models import load_in_master
 
+        allocator.for_master()
         load_in_master(pipelines_dir(), kit_settings(), server.log)
 
 
 def post_fork(server: Any, worker: Any) -> None:
     """In the new worker: its slot and device into the environment, before its app is built (``slots``, ``gpus``);
-    undo what the master limited while it loaded shared pipelines."""
+    undo what the master limited while it loaded shared pipelines (torch's threads, glibc's mmap threshold)."""
     place_worker(server, worker)
     if kit_settings().share_models:
+        from hayhooks_gunicorn.master import allocator
         from hayhooks_gunicorn.master.shared_models import restore_threads
 
         restore_threads()
+        allocator.for_worker()
 
 
 def on_reload(server: Any) -> None:
