@@ -11,7 +11,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -170,9 +170,9 @@ def runtime_dir() -> Iterator[Path]:
 
 
 @contextmanager
-def serving(tmp_path: Path, runtime_dir: Path) -> Iterator[Callable[..., Server]]:
-    """Start gunicorn masters; every one of them is stopped by PID on exit."""
-    servers: list[Server] = []
+def serving(tmp_path: Path, runtime_dir: Path, servers: list[Server] | None = None) -> Iterator[Callable[..., Server]]:
+    """Start gunicorn masters (appended to *servers*); every one of them is stopped by PID on exit."""
+    servers = [] if servers is None else servers
 
     def start(
         pipelines: Path,
@@ -212,11 +212,28 @@ def serving(tmp_path: Path, runtime_dir: Path) -> Iterator[Callable[..., Server]
             server.stop()
 
 
+SERVERS = pytest.StashKey[list[Server]]()
+LOG_TAIL = 6000
+
+
 @pytest.fixture
-def start_server(tmp_path: Path, runtime_dir: Path) -> Iterator[Callable[..., Server]]:
+def start_server(tmp_path: Path, runtime_dir: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Server]]:
     """Start gunicorn masters; every one of them is stopped by PID at teardown."""
-    with serving(tmp_path, runtime_dir) as start:
+    servers = request.node.stash.setdefault(SERVERS, [])
+    with serving(tmp_path, runtime_dir, servers) as start:
         yield start
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test shows the end of each of its servers' logs (what the master and workers said meanwhile)."""
+    report = yield
+    if report.when == "call" and report.failed:
+        for server in item.stash.get(SERVERS, []):
+            report.sections.append((f"gunicorn log (port {server.port})", server.log_text()[-LOG_TAIL:]))
+    return report
 
 
 @pytest.fixture(scope="module")
