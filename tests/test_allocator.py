@@ -9,8 +9,9 @@ import pytest
 
 from hayhooks_gunicorn.master import allocator
 
-# In a fresh interpreter: fix the threshold, then count glibc's mmapped blocks (mallinfo2's hblks) around a 2 MiB
-# allocation. Above the threshold the block gets a mapping of its own; below it, it comes from the heap.
+# In a fresh interpreter: fix the thresholds, then count glibc's mmapped blocks (mallinfo2's hblks) around a 2 MiB
+# allocation (above the mmap threshold the block gets a mapping of its own; below it, it comes from the heap), and
+# read how much free memory the heap's top keeps once it is freed (keepcost: under the trim threshold, all of it).
 PROBE = """
 import ctypes, sys
 from hayhooks_gunicorn.master import allocator
@@ -19,31 +20,40 @@ class Info(ctypes.Structure):
                 "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 mallinfo2 = ctypes.CDLL(None).mallinfo2
 mallinfo2.restype = Info
-assert allocator.set_mmap_threshold(int(sys.argv[1]), {})
+assert allocator.set_thresholds(*map(int, sys.argv[1:]), environ={})
 before = mallinfo2().hblks
 block = bytearray(2 * 1024 * 1024)
-print(mallinfo2().hblks - before)
+mapped = mallinfo2().hblks - before
+del block
+print(mapped, mallinfo2().keepcost)
 """
 
 
-def new_mappings(threshold: int) -> int:
-    out = subprocess.run([sys.executable, "-c", PROBE, str(threshold)], capture_output=True, text=True, check=True)
-    return int(out.stdout)
+def probe(*thresholds: int) -> tuple[int, int]:
+    command = [sys.executable, "-c", PROBE, *map(str, thresholds)]
+    mapped, kept = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+    return int(mapped), int(kept)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc (mallinfo2)")
-def test_below_the_master_threshold_a_block_gets_its_own_mapping_and_below_the_worker_one_it_does_not() -> None:
-    assert new_mappings(allocator.MASTER_THRESHOLD) == 1
-    assert new_mappings(allocator.WORKER_THRESHOLD) == 0
+def test_the_master_maps_a_large_block_and_a_worker_takes_it_from_the_heap_and_keeps_it() -> None:
+    assert probe(allocator.MASTER_THRESHOLD)[0] == 1
+    mapped, kept = probe(allocator.WORKER_THRESHOLD, allocator.WORKER_TRIM)
+    assert mapped == 0 and kept >= 2 * 1024 * 1024
 
 
 @pytest.mark.parametrize(
     "environ",
-    [{"MALLOC_MMAP_THRESHOLD_": "65536"}, {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}],
+    [
+        {"MALLOC_MMAP_THRESHOLD_": "65536"},
+        {"MALLOC_TRIM_THRESHOLD_": "65536"},
+        {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"},
+        {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=65536"},
+    ],
 )
 def test_a_threshold_the_operator_set_is_left_alone(environ: dict[str, str]) -> None:
     assert allocator.operator_set(environ)
-    assert not allocator.set_mmap_threshold(allocator.MASTER_THRESHOLD, environ)
+    assert not allocator.set_thresholds(allocator.MASTER_THRESHOLD, environ=environ)
 
 
 def test_other_tunables_do_not_count_as_a_threshold() -> None:

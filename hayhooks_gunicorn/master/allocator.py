@@ -5,15 +5,15 @@ but each time such a block is freed it raises the threshold to that block's size
 twice that (``malloc/malloc.c``, "dynamic mmap threshold"). The master loads on a thread other than the main one,
 so the next model-sized blocks come from that thread's arena, and a freed block at the top of a thread arena is
 given back only above the raised trim threshold: ``malloc_trim(0)`` trims the main arena's top, not the other
-arenas' (``mtrim``). Measured: 10 reloads of a 20 MB component left the master 21 MB larger, and 61 MB when the
-loads fell on different arenas, with every old version collected.
+arenas' (``mtrim``). Measured: 10 reloads of a 20 MB component left the master 21 MB larger (41 and 61 MB in
+some runs), with every old version collected.
 
 So the master fixes the threshold (``mallopt(M_MMAP_THRESHOLD)``, which also stops the dynamic raise) at 1 MiB
 before it loads anything: every block of a model's size gets its own mapping and is unmapped when freed.
 A mapping per block costs page faults on each large temporary, which the master, running no inference, never
-makes; a worker, which does, gets the ceiling the dynamic threshold would have reached (32 MiB on 64-bit) right
-after the fork. A threshold the operator set (``MALLOC_MMAP_THRESHOLD_``, or ``glibc.malloc.mmap_threshold`` in
-``GLIBC_TUNABLES``) is left alone, in both.
+makes; a worker, which does, gets right after the fork the ceilings the dynamic raise would have reached (32 MiB,
+and a trim threshold of 64 MiB, on 64-bit). Thresholds the operator set (``MALLOC_MMAP_THRESHOLD_``,
+``MALLOC_TRIM_THRESHOLD_``, or their ``glibc.malloc.*`` names in ``GLIBC_TUNABLES``) are left alone, in both.
 """
 
 from __future__ import annotations
@@ -23,18 +23,26 @@ import ctypes.util
 import os
 from collections.abc import Mapping
 
-M_MMAP_THRESHOLD = -3  # <malloc.h>
+M_TRIM_THRESHOLD = -1  # <malloc.h>
+M_MMAP_THRESHOLD = -3
 MASTER_THRESHOLD = 1024 * 1024
 WORKER_THRESHOLD = 4 * 1024 * 1024 * ctypes.sizeof(ctypes.c_long)  # DEFAULT_MMAP_THRESHOLD_MAX in malloc.c
+# Set beside the mmap threshold by the dynamic raise: without it, the heap's top would be given back and taken again
+# around every large temporary.
+WORKER_TRIM = 2 * WORKER_THRESHOLD
 
 
 def operator_set(environ: Mapping[str, str]) -> bool:
-    """Whether the environment already sets glibc's mmap threshold."""
-    return "MALLOC_MMAP_THRESHOLD_" in environ or "glibc.malloc.mmap_threshold" in environ.get("GLIBC_TUNABLES", "")
+    """Whether the environment already tunes glibc's mmap or trim threshold."""
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    return any(name in environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")) or any(
+        name in tunables for name in ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")
+    )
 
 
-def set_mmap_threshold(size: int, environ: Mapping[str, str] = os.environ) -> bool:
-    """Fix glibc's mmap threshold at *size* bytes; False where the operator set one or the libc is not glibc."""
+def set_thresholds(mmap: int, trim: int | None = None, environ: Mapping[str, str] = os.environ) -> bool:
+    """Fix glibc's mmap threshold at *mmap* bytes (and its trim threshold at *trim*, if given); False where the
+    operator tuned them or the libc is not glibc."""
     if operator_set(environ):
         return False
     try:
@@ -43,12 +51,13 @@ def set_mmap_threshold(size: int, environ: Mapping[str, str] = os.environ) -> bo
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, size))  # musl's mallopt does nothing and answers 0
+    done = bool(mallopt(M_MMAP_THRESHOLD, mmap))  # musl's mallopt does nothing and answers 0
+    return done and (trim is None or bool(mallopt(M_TRIM_THRESHOLD, trim)))
 
 
 def for_master() -> bool:
-    return set_mmap_threshold(MASTER_THRESHOLD)
+    return set_thresholds(MASTER_THRESHOLD)
 
 
 def for_worker() -> bool:
-    return set_mmap_threshold(WORKER_THRESHOLD)
+    return set_thresholds(WORKER_THRESHOLD, WORKER_TRIM)
