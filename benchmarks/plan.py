@@ -51,6 +51,12 @@ class Plan:
     scale_requests: int = 200  # /readyz and /cluster calls per setup
     scale_idle_s: float = 20.0
     scale_edits: int = 10
+    # Trial loads: changes per server, the model each revision holds and how long its setup() takes
+    trial_changes: int = 5
+    trial_model_mb: int = 200
+    trial_setup_s: float = 1.0
+    trial_settle_s: float = 2.0
+    trial_timeout_s: float = 120.0
 
 
 def full_plan(workdir: Path) -> Plan:
@@ -79,6 +85,8 @@ def quick_plan(workdir: Path) -> Plan:
         preload=False,
         scale_idle_s=10.0,
         scale_edits=5,
+        trial_changes=3,
+        trial_model_mb=100,
     )
 
 
@@ -106,4 +114,8 @@ def tiny_plan(workdir: Path) -> Plan:
         scale_requests=3,
         scale_idle_s=0.5,
         scale_edits=1,
+        trial_changes=1,
+        trial_model_mb=2,
+        trial_setup_s=0.1,
+        trial_settle_s=0.2,
     )

@@ -79,6 +79,10 @@ def goals(poll_interval_s: float = 0.5) -> list[Goal]:
             "gpu_rps_2v1", "", None, "embedding throughput per GPU, 2 workers per GPU / 1 (HAYHOOKS_GUNICORN_GPUS=auto)"
         ),
         Goal("gpu_memory_2v1", "", None, "same, memory used per GPU"),
+        Goal("trial_reload_p50_s", "", None, "edit -> every worker serves it, p50, HAYHOOKS_GUNICORN_TRIAL_LOADS=true"),
+        Goal("trial_reload_over_default", "", None, "same, with trial loads / without"),
+        Goal("trial_peak_extra_mb", "", None, "peak PSS of the server's process tree during that reload, above before"),
+        Goal("trial_peak_over_default", "", None, "same, with trial loads / without"),
     ]
 
 
@@ -173,6 +177,12 @@ def context(key: str, scenarios: dict[str, Any]) -> str:
         "naive_reload_rss_growth_mb": "hayhooks run, 1 worker",
         "gpu_rps_2v1": f"{_get(d, 'gpus', 'gpus')} GPU(s); rps per GPU {_get(d, 'gpus', 'rps_per_gpu')}",
         "gpu_memory_2v1": f"MiB per GPU {_get(d, 'gpus', 'memory_mib_per_gpu')}",
+        "trial_reload_p50_s": (
+            f"without trial loads {_get(d, 'trial_loads', 'default_reload_p50_s')} s; "
+            f"{_get(d, 'trial_loads', 'changes')} changes of a {_get(d, 'trial_loads', 'model_mb')} MB model "
+            f"whose setup() takes {_get(d, 'trial_loads', 'setup_s')} s, 2 workers"
+        ),
+        "trial_peak_extra_mb": f"without trial loads {_get(d, 'trial_loads', 'default_peak_extra_mb')} MiB",
     }
     from benchmarks.scenarios.scale import BASELINE_OF
 

@@ -66,6 +66,9 @@ class KitSettings(BaseSettings):
 
     # Deadline for one pipeline's load and setup(); a load past it is reported failed and the worker serves on
     load_timeout: float = Field(default=600.0, gt=0, le=86_400)
+    # Load each changed revision once per host in a separate process before the serving workers load it, so one that
+    # kills the process loading it (OOM, segfault, os._exit) kills no serving worker (cluster/trial_loads)
+    trial_loads: bool = False
 
     # Bearer token required by mutating routes (deploy, undeploy); unset = loopback-only deploys. Accepted for reads too
     admin_token: SecretStr | None = None

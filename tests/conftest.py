@@ -10,9 +10,11 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -399,3 +401,38 @@ def booted_app(pipelines: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> 
             if stop is not None:
                 stop()
         kit_settings.cache_clear()
+
+
+@dataclass
+class Traffic:
+    """Calls to the pipeline ``echo`` (``echo_wrapper("healthy")``) on fresh connections: (time, worker id, or
+    None for a failed call)."""
+
+    server: Server
+    calls: list[tuple[float, str | None]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                response = self.server.post("/echo/run", json={"text": "x"}, timeout=10)
+                ok = response.status_code == 200 and response.json() == {"result": {"reply": "healthy"}}
+                self.calls.append((time.monotonic(), response.headers.get(WORKER_HEADER) if ok else None))
+            except httpx.HTTPError:
+                self.calls.append((time.monotonic(), None))
+
+    def between(self, start: float, end: float) -> list[str | None]:
+        return [worker for at, worker in list(self.calls) if start <= at < end]
+
+
+@contextmanager
+def traffic(server: Server) -> Iterator[Traffic]:
+    """A client thread calling ``echo`` for the duration of the block."""
+    calls = Traffic(server)
+    thread = threading.Thread(target=calls.run, daemon=True)
+    thread.start()
+    try:
+        yield calls
+    finally:
+        calls.stop.set()
+        thread.join(timeout=30)

@@ -17,7 +17,7 @@ from benchmarks import chart, load, procs, report
 from benchmarks.load import LoadResult, parse_wrk, python_load
 from benchmarks.pipelines import replace_wrapper, trivial, write_pipeline
 from benchmarks.plan import tiny_plan
-from benchmarks.scenarios import Measured, Scenario, Unavailable, clean, overhead, scale
+from benchmarks.scenarios import Measured, Scenario, Unavailable, clean, overhead, scale, trial_loads
 from benchmarks.scenarios.overhead import summarize
 from benchmarks.stats import median, paired_ratio, percentile, ratio
 
@@ -302,3 +302,12 @@ def test_tiny_scale_run_measures_every_setup(tmp_path: Path) -> None:
     assert [details[s]["pipelines"] for s in ("baseline", "2_pipelines", "3_pipelines", "4_pipelines")] == [1, 2, 3, 4]
     assert details["large_file"]["big_file_mb"] == 2
     assert "| 1 small + 2 MB file |" in (tmp_path / "latest.md").read_text()
+
+
+@pytest.mark.integration
+def test_tiny_trial_loads_run_measures_both_servers(tmp_path: Path) -> None:
+    summary = tiny_run("trial_loads", tmp_path)
+    assert all(summary[key] is not None for key in trial_loads.SCENARIO.keys)
+    details = json.loads((tmp_path / "latest.json").read_text())["scenarios"]["trial_loads"]["details"]
+    assert len(details["default_reload_samples_s"]) == len(details["trial_reload_samples_s"]) == 1
+    assert details["default_peak_extra_mb"] is not None

@@ -2,54 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
-from conftest import WORKER_HEADER, Server, echo_wrapper, setup_wrapper, wait_until, write_wrapper
+from conftest import Server, echo_wrapper, setup_wrapper, traffic, wait_until, write_wrapper
 
 pytestmark = pytest.mark.integration
 
 WINDOW = 30.0  # how long each bad revision is watched after it lands
 LAST = 10.0  # both workers must answer in the last seconds of the window
-
-
-@dataclass
-class Traffic:
-    """Calls to the healthy pipeline on fresh connections: (time, worker id or None for a failed call)."""
-
-    server: Server
-    calls: list[tuple[float, str | None]] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                response = self.server.post("/echo/run", json={"text": "x"}, timeout=10)
-                ok = response.status_code == 200 and response.json() == {"result": {"reply": "healthy"}}
-                self.calls.append((time.monotonic(), response.headers.get(WORKER_HEADER) if ok else None))
-            except httpx.HTTPError:
-                self.calls.append((time.monotonic(), None))
-
-    def between(self, start: float, end: float) -> list[str | None]:
-        return [worker for at, worker in list(self.calls) if start <= at < end]
-
-
-@contextmanager
-def traffic(server: Server) -> Iterator[Traffic]:
-    calls = Traffic(server)
-    thread = threading.Thread(target=calls.run, daemon=True)
-    thread.start()
-    try:
-        yield calls
-    finally:
-        calls.stop.set()
-        thread.join(timeout=30)
 
 
 def every_worker_reports(server: Server, name: str, cause: str) -> Callable[[], bool]:

@@ -46,7 +46,18 @@ def clean(result: LoadResult, label: str) -> LoadResult:
 
 
 def all_scenarios() -> list[Scenario]:
-    from benchmarks.scenarios import availability, boot, convergence, gpus, memory, overhead, reload, scale, scaling
+    from benchmarks.scenarios import (
+        availability,
+        boot,
+        convergence,
+        gpus,
+        memory,
+        overhead,
+        reload,
+        scale,
+        scaling,
+        trial_loads,
+    )
 
     return [
         overhead.SCENARIO,
@@ -58,4 +69,5 @@ def all_scenarios() -> list[Scenario]:
         memory.SCENARIO,
         scale.SCENARIO,
         gpus.SCENARIO,
+        trial_loads.SCENARIO,
     ]

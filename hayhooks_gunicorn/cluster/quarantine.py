@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import time
@@ -102,7 +103,7 @@ class Quarantine:
         written is no reason to refuse a load: the load goes ahead unguarded.
         """
         host, pid = socket.gethostname(), os.getpid()
-        path = self.marks / f"{host}-{pid}.{_key(name, revision)}.json"
+        path = self.marks / f"{host}-{pid}.{key(name, revision)}.json"
         mark = LoadingMark(name=name, revision=revision, host=host, pid=pid, master_pid=os.getppid())
         written = False
         try:
@@ -119,14 +120,16 @@ class Quarantine:
                 path.unlink(missing_ok=True)
 
     def tidy(self) -> None:
-        """In the master at exit: drop the marks directory once empty (records stay: they outlive restarts)."""
+        """In the master at exit: drop the marks directory once empty, and the verdicts of trial loads
+        (``cluster.trial_loads``: a cache); records stay, they outlive restarts."""
         with contextlib.suppress(OSError):
             self.marks.rmdir()
+        shutil.rmtree(self.directory / "trials", ignore_errors=True)
 
     def cause(self, name: str, revision: str) -> str | None:
         """Why *revision* of *name* is quarantined, or ``None`` when it is not."""
         try:
-            record = Quarantined.model_validate_json((self.records / f"{_key(name, revision)}.json").read_bytes())
+            record = Quarantined.model_validate_json((self.records / f"{key(name, revision)}.json").read_bytes())
         except (OSError, ValidationError):
             return None
         return record.cause if (record.name, record.revision) == (name, revision) else None
@@ -160,15 +163,19 @@ class Quarantine:
                 path.unlink(missing_ok=True)
                 continue
             if cause is not None:
-                record = Quarantined(**mark.model_dump(exclude={"master_pid"}), cause=cause, at=time.time())
-                self.records.mkdir(mode=0o700, exist_ok=True)
-                write_atomically(self.records / f"{_key(mark.name, mark.revision)}.json", record.model_dump_json())
-                recorded.append(record)
+                recorded.append(self.record(mark.name, mark.revision, cause, mark.host, mark.pid))
             path.unlink(missing_ok=True)
         return recorded
 
+    def record(self, name: str, revision: str, cause: str, host: str, pid: int) -> Quarantined:
+        """Quarantine *revision* of *name*: process *pid* of *host* died loading it, of *cause*."""
+        record = Quarantined(name=name, revision=revision, cause=cause, host=host, pid=pid, at=time.time())
+        self.records.mkdir(mode=0o700, exist_ok=True)
+        write_atomically(self.records / f"{key(name, revision)}.json", record.model_dump_json())
+        return record
 
-def _key(name: str, revision: str) -> str:
+
+def key(name: str, revision: str) -> str:
     """A file name for any pipeline name and revision (names may hold characters a file name should not)."""
     return hashlib.sha256(f"{name}\0{revision}".encode()).hexdigest()[:24]
 

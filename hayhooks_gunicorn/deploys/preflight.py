@@ -45,6 +45,8 @@ class CheckResult:
     error: str | None = None
     # Why the loaded pipeline must not be loaded before a fork (threads it started, CUDA initialised), if so
     fork_unsafe: str | None = None
+    # How the loading process ended when it died before reporting: its exit code, or minus the signal that killed it
+    exit_code: int | None = None
 
 
 def check_in_subprocess(
@@ -129,4 +131,4 @@ def _timed_out(source: PipelineSource, timeout: float, seconds: float) -> CheckR
 def _exited(source: PipelineSource, code: int, output: str, seconds: float) -> CheckResult:
     tail = " | ".join(output.strip().splitlines()[-5:])
     error = f"The loading process exited with code {code} before reporting: {tail}"
-    return CheckResult(source.name, source.revision, False, seconds, error)
+    return CheckResult(source.name, source.revision, False, seconds, error, exit_code=code)

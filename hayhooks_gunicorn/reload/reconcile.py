@@ -29,6 +29,7 @@ from hayhooks.server.logger import log
 from hayhooks.server.utils.models import PreparedPipeline
 from starlette.routing import BaseRoute
 
+from hayhooks_gunicorn.errors import PipelineLoadError
 from hayhooks_gunicorn.reload import inherited
 from hayhooks_gunicorn.reload.follow import resolve_dir
 from hayhooks_gunicorn.reload.loader import Guard, install_source_only_imports, prepare_first
@@ -71,6 +72,8 @@ class Reconciler:
     scanned_at: float | None = None
     # Revisions that killed a worker while it loaded them: never loaded again (``cluster.quarantine``)
     quarantine: Quarantine | None = None
+    # Why a changed revision must not load here, asked before each load once serving (``cluster.trial_loads``)
+    trial: Callable[[PipelineSource], str | None] | None = None
     _rerun: bool = False  # a pass skipped a name that was busy loading: look again when that load ends
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _slots: threading.Semaphore = field(init=False)
@@ -221,6 +224,8 @@ class Reconciler:
             chosen = source
             try:
                 result: PreparedPipeline | Exception | None = inherited.take(source)
+                if result is None and self.trial is not None and (refused := self.trial(source)) is not None:
+                    result = PipelineLoadError(refused)
                 if result is None:
                     result, chosen = prepare_first(source, self.load_timeout, self._guard(source))
             except Exception as e:

@@ -15,6 +15,7 @@ from hayhooks.settings import settings as hayhooks_settings
 from starlette.routing import BaseRoute
 
 from hayhooks_gunicorn.reload.reconcile import Reconciler
+from hayhooks_gunicorn.reload.scan import PipelineSource
 from hayhooks_gunicorn.reload.watcher import DirectoryWatcher
 from hayhooks_gunicorn.settings import KitSettings, WatchMode, pipelines_dir
 
@@ -42,12 +43,14 @@ def start_runtime(
     on_boot: Iterable[Callable[[WorkerRuntime], None]] = (),
     on_created: Callable[[WorkerRuntime], None] | None = None,
     quarantine: Quarantine | None = None,
+    trial: Callable[[PipelineSource], str | None] | None = None,
 ) -> WorkerRuntime:
     """Load every pipeline of the directory once (blocking), then start watching it.
 
     *on_created* sees the runtime before anything loads (so ``/readyz`` can say "loading"); each *on_boot*
     callback then registers what it needs (listeners of reload results). A failing callback is logged: an
-    optional feature must not keep the worker from serving.
+    optional feature must not keep the worker from serving. *trial* is asked before each load once the worker
+    serves (``cluster.trial_loads``), not for the boot's loads.
     """
     parallel = hayhooks_settings.startup_deploy_workers
     if hayhooks_settings.startup_deploy_strategy == StartupDeployStrategy.SEQUENTIAL:
@@ -73,6 +76,7 @@ def start_runtime(
             log.error("Worker {} could not start {}: {}", os.getpid(), getattr(setup, "__name__", setup), e)
     started = time.monotonic()
     reconciler.sync(wait=True)
+    reconciler.trial = trial
     runtime.booted_at = time.time()
     log.info(
         "Worker {} serves {} pipeline(s) from '{}' ({} failed) after {:.2f}s",

@@ -21,6 +21,7 @@ from hayhooks_gunicorn.cluster.identity import WorkerHeaderMiddleware
 from hayhooks_gunicorn.cluster.quarantine import Quarantine
 from hayhooks_gunicorn.cluster.recorder import StateRecorder
 from hayhooks_gunicorn.cluster.state_files import state_dir
+from hayhooks_gunicorn.cluster.trial_loads import TrialLoads
 from hayhooks_gunicorn.cluster.view import cluster_router
 from hayhooks_gunicorn.compat import check_hayhooks
 from hayhooks_gunicorn.deploys.routes import install_deploy_routes
@@ -67,7 +68,10 @@ def boot(app: FastAPI) -> WorkerRuntime:
         # (master/roll_on_change.py): a worker reloading in place would hold its own copy of the weights.
         settings = settings.model_copy(update={"watch": WatchMode.OFF})
     quarantine = Quarantine(context.state_dir)
-    return start_runtime(app, settings, context.server_routes, context.on_boot, created, quarantine)
+    trial = None
+    if settings.trial_loads:
+        trial = TrialLoads(quarantine, pipelines_dir(), settings.load_timeout).refusal
+    return start_runtime(app, settings, context.server_routes, context.on_boot, created, quarantine, trial)
 
 
 def install_cluster(app: FastAPI, context: AppContext, record: bool = True) -> None:
