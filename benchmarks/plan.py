@@ -57,6 +57,7 @@ class Plan:
     trial_setup_s: float = 1.0
     trial_settle_s: float = 2.0
     trial_timeout_s: float = 120.0
+    quarantined_readyz_calls: int = 500
 
 
 def full_plan(workdir: Path) -> Plan:
@@ -118,4 +119,5 @@ def tiny_plan(workdir: Path) -> Plan:
         trial_model_mb=2,
         trial_setup_s=0.1,
         trial_settle_s=0.2,
+        quarantined_readyz_calls=3,
     )

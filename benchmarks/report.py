@@ -83,6 +83,12 @@ def goals(poll_interval_s: float = 0.5) -> list[Goal]:
         Goal("trial_reload_over_default", "", None, "same, with trial loads / without"),
         Goal("trial_peak_extra_mb", "", None, "peak PSS of the server's process tree during that reload, above before"),
         Goal("trial_peak_over_default", "", None, "same, with trial loads / without"),
+        Goal(
+            "quarantined_readyz_p99_ms",
+            "<=",
+            50,
+            "/readyz p99 ms, a pipeline that killed its workers quarantined",
+        ),
     ]
 
 
@@ -183,6 +189,10 @@ def context(key: str, scenarios: dict[str, Any]) -> str:
             f"whose setup() takes {_get(d, 'trial_loads', 'setup_s')} s, 2 workers"
         ),
         "trial_peak_extra_mb": f"without trial loads {_get(d, 'trial_loads', 'default_peak_extra_mb')} MiB",
+        "quarantined_readyz_p99_ms": (
+            f"p50 {_get(d, 'trial_loads', 'quarantined_readyz_p50_ms')} ms over "
+            f"{_get(d, 'trial_loads', 'quarantined_readyz_calls')} calls, keep-alive, 2 workers"
+        ),
     }
     from benchmarks.scenarios.scale import BASELINE_OF
 

@@ -311,3 +311,4 @@ def test_tiny_trial_loads_run_measures_both_servers(tmp_path: Path) -> None:
     details = json.loads((tmp_path / "latest.json").read_text())["scenarios"]["trial_loads"]["details"]
     assert len(details["default_reload_samples_s"]) == len(details["trial_reload_samples_s"]) == 1
     assert details["default_peak_extra_mb"] is not None
+    assert details["quarantined_readyz_calls"] == 3

@@ -1,4 +1,5 @@
-"""Trial loads: what ``HAYHOOKS_GUNICORN_TRIAL_LOADS`` adds to a hot reload, against the same server without it.
+"""Crash isolation: what ``HAYHOOKS_GUNICORN_TRIAL_LOADS`` adds to a hot reload, and ``/readyz`` once a pipeline
+that killed its workers is quarantined.
 
 Two 2-worker kits side by side, one with trial loads: each change is a new revision of a pipeline whose ``setup()``
 holds a model-sized block and takes a while, written atomically, alternately into either server's directory. For
@@ -6,17 +7,23 @@ each change: the time until every worker serves it, and the peak PSS of the whol
 pre-flight helpers and their checks: ``/proc/PID/smaps_rollup``) above what the tree held just before. With trial
 loads the revision is first loaded once in a separate process, then by the workers: the reload takes the trial's
 time longer, and the trial's copy of the model adds to the peak unless the workers' own loads outweigh it.
+
+Then a pipeline whose ``setup()`` calls ``os._exit(1)`` lands in the server without trial loads: its workers die
+once and are replaced; once every worker's ``/readyz`` names it, ``quarantined_readyz_p99_ms`` is the p99 of
+``GET /readyz`` over a keep-alive connection per worker.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import threading
 import time
 from dataclasses import dataclass, field
 
 from benchmarks.pipelines import replace_wrapper, write_pipeline
 from benchmarks.plan import Plan
-from benchmarks.probe import WorkerPins
+from benchmarks.probe import ProbeError, WorkerPins
 from benchmarks.procs import descendants, memory
 from benchmarks.scenarios import Measured, Scenario
 from benchmarks.servers import Server, start_all
@@ -93,6 +100,54 @@ def reload_once(server: Server, pins: WorkerPins, version: str, plan: Plan, into
     into.peak_extra_mb.append(peak[0] - before)
 
 
+CRASHER = """
+import os
+
+from hayhooks import BasePipelineWrapper
+
+
+class PipelineWrapper(BasePipelineWrapper):
+    def setup(self) -> None:
+        os._exit(1)
+
+    def run_api(self, text: str = "") -> str:
+        \"\"\"Never served.
+
+        Args:
+            text: any text
+        \"\"\"
+        return text
+"""
+
+
+def quarantined_readyz_ms(server: Server, pins: WorkerPins, calls: int, timeout: float) -> list[float]:
+    """Drop the crasher in, wait until every worker's ``/readyz`` names it, then time *calls* ``/readyz``."""
+    write_pipeline(server.pipelines, "crasher", CRASHER)
+    named: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while len(named) < server.workers:
+        if time.monotonic() > deadline:
+            raise ProbeError(f"/readyz of {server.workers - len(named)} worker(s) did not name the crasher")
+        try:
+            if len(pins.connections) < server.workers:
+                pins.pin()
+            for worker in list(pins.connections):
+                _, text = pins.call(worker, "GET", "/readyz")
+                if "crasher" in json.loads(text).get("failures", {}):
+                    named.add(worker)
+        except (OSError, http.client.HTTPException, ProbeError, ValueError):
+            pins.close()  # a worker died meanwhile: pinned again
+            named.clear()
+            time.sleep(0.1)
+    times = []
+    workers = list(pins.connections)
+    for index in range(calls):
+        started = time.perf_counter()
+        pins.call(workers[index % len(workers)], "GET", "/readyz")
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
 def ratio(value: float | None, base: float | None) -> float | None:
     return None if value is None or not base else rounded(value / base)
 
@@ -116,6 +171,8 @@ def run(plan: Plan) -> Measured:
             for mode, server in servers.items():  # side by side: the same moment's noise on both
                 time.sleep(plan.trial_settle_s)
                 reload_once(server, pins[mode], f"{mode}-{index}", plan, results[mode])
+        crashed = servers["default"]
+        readyz = quarantined_readyz_ms(crashed, pins["default"], plan.quarantined_readyz_calls, plan.trial_timeout_s)
     finally:
         for pin in pins.values():
             pin.close()
@@ -129,6 +186,7 @@ def run(plan: Plan) -> Measured:
         "trial_reload_over_default": ratio(reload_trial, reload_default),
         "trial_peak_extra_mb": rounded(peak_trial, 1),
         "trial_peak_over_default": ratio(peak_trial, peak_default),
+        "quarantined_readyz_p99_ms": rounded(percentile(readyz, 99), 2),
     }
     details = {
         "changes": plan.trial_changes,
@@ -140,13 +198,17 @@ def run(plan: Plan) -> Measured:
         "trial_reload_samples_s": [round(x, 3) for x in trial.seconds],
         "default_peak_extra_samples_mb": [round(x, 1) for x in default.peak_extra_mb],
         "trial_peak_extra_samples_mb": [round(x, 1) for x in trial.peak_extra_mb],
+        "quarantined_readyz_calls": len(readyz),
+        "quarantined_readyz_p50_ms": rounded(percentile(readyz, 50), 2),
     }
     return Measured(keys, details)
 
 
-SCENARIO = Scenario(
-    "trial_loads",
-    "Trial loads: what HAYHOOKS_GUNICORN_TRIAL_LOADS adds to a hot reload",
-    ("trial_reload_p50_s", "trial_reload_over_default", "trial_peak_extra_mb", "trial_peak_over_default"),
-    run,
+KEYS = (
+    "trial_reload_p50_s",
+    "trial_reload_over_default",
+    "trial_peak_extra_mb",
+    "trial_peak_over_default",
+    "quarantined_readyz_p99_ms",
 )
+SCENARIO = Scenario("trial_loads", "Crash isolation: trial loads' cost, /readyz with a quarantined pipeline", KEYS, run)

@@ -290,14 +290,8 @@ class Reconciler:
         self.failed[source.name] = Failure(source.revision, message)
         keeps = self.served.get(source.name)
         tail = f"; still serving rev {keeps.revision}" if keeps else ""
-        log.error(
-            "Worker {} failed to load pipeline '{}' (rev {}){}: {}",
-            os.getpid(),
-            source.name,
-            source.revision,
-            tail,
-            message,
-        )
+        what = f"pipeline '{source.name}' (rev {source.revision})"
+        log.error("Worker {} failed to load {}{}: {}", os.getpid(), what, tail, message)
         return Change(source.name, "failed", source.revision, seconds, message)
 
     def _remove(self, name: str) -> Change:
