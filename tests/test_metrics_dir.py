@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import GUNICORN, REPO
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -96,3 +99,35 @@ def test_prepare_gives_each_master_its_own_directory_and_removes_orphans(
         assert not path.exists() and metrics_dir.ENV not in os.environ
     finally:
         os.close(holder)
+
+
+PREPARE_THEN_FORK = """
+import os, sys
+from pathlib import Path
+from hayhooks_gunicorn.metrics import multiproc_dir
+path = multiproc_dir.prepare(Path(sys.argv[1]))
+child = os.fork()
+if child == 0:
+    sys.exit(0)  # a worker's exit runs the handlers it inherited: it must leave the master's directory alone
+os.waitpid(child, 0)
+print(path.is_dir())
+sys.exit(1)  # the master ends before any on_exit (gunicorn --check-config, a configuration error)
+"""
+
+
+def test_a_process_that_ends_without_on_exit_takes_its_directory_with_it(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", PREPARE_THEN_FORK, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.strip() == "True"  # still there after the child's exit
+    assert not list(tmp_path.glob(f"{metrics_dir.PREFIX}*"))
+
+
+@pytest.mark.integration
+def test_gunicorn_check_config_leaves_no_metrics_directory(tmp_path: Path) -> None:
+    env = {**os.environ, "HAYHOOKS_GUNICORN_METRICS_DIR": str(tmp_path), "HAYHOOKS_PIPELINES_DIR": str(tmp_path)}
+    command = [*GUNICORN, "-c", str(REPO / "gunicorn.conf.py"), "--check-config"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert not list(tmp_path.glob(f"{metrics_dir.PREFIX}*"))

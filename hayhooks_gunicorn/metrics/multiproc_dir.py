@@ -12,6 +12,7 @@ archive, never in both or in neither.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import os
@@ -71,6 +72,7 @@ COMBINE: dict[str, _Combine] = {
 
 _owned: Path | None = None
 _owner_lock: int | None = None
+_owner_pid: int | None = None
 _pending: set[int] = set()
 
 
@@ -78,9 +80,11 @@ def prepare(parent: Path | None = None) -> Path:
     """Create this master's empty private directory and export it; the same directory on a configuration reload.
 
     A new master (a fresh start or a ``USR2`` re-exec) always gets a new directory, whatever it inherited, so two
-    masters never share files. Orphans of masters that died without ``on_exit`` are removed on the way.
+    masters never share files. Orphans of masters that died without ``on_exit`` are removed on the way. A process
+    that ends without ``on_exit`` (``gunicorn --check-config``, a configuration error after this ran) removes its
+    directory at exit; the workers it forks inherit that handler and leave the directory alone.
     """
-    global _owned, _owner_lock
+    global _owned, _owner_lock, _owner_pid
     if _owned is not None and _owned.is_dir():
         os.environ[ENV] = str(_owned)
         return _owned
@@ -90,9 +94,15 @@ def prepare(parent: Path | None = None) -> Path:
     path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=base))
     fd = os.open(path / OWNER_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
     fcntl.flock(fd, fcntl.LOCK_SH)
-    _owned, _owner_lock = path, fd
+    _owned, _owner_lock, _owner_pid = path, fd, os.getpid()
     os.environ[ENV] = str(path)
+    atexit.register(_remove_in_owner)
     return path
+
+
+def _remove_in_owner() -> None:
+    if os.getpid() == _owner_pid:
+        remove()
 
 
 def remove_orphans(base: Path) -> list[Path]:
