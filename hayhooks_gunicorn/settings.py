@@ -66,7 +66,7 @@ class KitSettings(BaseSettings):
 
     # Deadline for one pipeline's load and setup(); a load past it is reported failed and the worker serves on
     load_timeout: float = Field(default=600.0, gt=0, le=86_400)
-    # Load each changed revision once per host in a separate process before the serving workers load it, so one that
+    # Load each changed revision once per server in a separate process before the serving workers load it, so one that
     # kills the process loading it (OOM, segfault, os._exit) kills no serving worker (cluster/trial_loads)
     trial_loads: bool = False
 

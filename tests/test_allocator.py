@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import subprocess
 import sys
 
@@ -35,7 +36,9 @@ def probe(*thresholds: int) -> tuple[int, int]:
     return int(mapped), int(kept)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc (mallinfo2)")
+@pytest.mark.skipif(
+    not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="needs glibc 2.33 or later (mallinfo2), which this libc lacks"
+)
 def test_the_master_maps_a_large_block_and_a_worker_takes_it_from_the_heap_and_keeps_it() -> None:
     assert probe(allocator.MASTER_THRESHOLD)[0] == 1
     mapped, kept = probe(allocator.WORKER_THRESHOLD, allocator.WORKER_TRIM)
@@ -43,18 +46,24 @@ def test_the_master_maps_a_large_block_and_a_worker_takes_it_from_the_heap_and_k
 
 
 @pytest.mark.parametrize(
-    "environ",
+    ("environ", "option"),
     [
-        {"MALLOC_MMAP_THRESHOLD_": "65536"},
-        {"MALLOC_TRIM_THRESHOLD_": "65536"},
-        {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"},
-        {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=65536"},
+        ({"MALLOC_MMAP_THRESHOLD_": "65536"}, allocator.M_MMAP_THRESHOLD),
+        ({"MALLOC_TRIM_THRESHOLD_": "65536"}, allocator.M_TRIM_THRESHOLD),
+        ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}, allocator.M_MMAP_THRESHOLD),
+        ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=65536"}, allocator.M_TRIM_THRESHOLD),
     ],
 )
-def test_a_threshold_the_operator_set_is_left_alone(environ: dict[str, str]) -> None:
-    assert allocator.operator_set(environ)
-    assert not allocator.set_thresholds(allocator.MASTER_THRESHOLD, environ=environ)
+def test_a_threshold_the_operator_set_is_left_alone(environ: dict[str, str], option: int) -> None:
+    assert allocator.operator_set(option, environ)
+    other = allocator.M_TRIM_THRESHOLD if option == allocator.M_MMAP_THRESHOLD else allocator.M_MMAP_THRESHOLD
+    assert not allocator.operator_set(other, environ)  # the other one is still the kit's to set
+
+
+def test_the_master_fixes_its_mmap_threshold_when_only_the_trim_threshold_is_set() -> None:
+    assert allocator.set_thresholds(allocator.MASTER_THRESHOLD, environ={"MALLOC_TRIM_THRESHOLD_": "65536"})
+    assert not allocator.set_thresholds(allocator.MASTER_THRESHOLD, environ={"MALLOC_MMAP_THRESHOLD_": "65536"})
 
 
 def test_other_tunables_do_not_count_as_a_threshold() -> None:
-    assert not allocator.operator_set({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+    assert not allocator.operator_set(allocator.M_MMAP_THRESHOLD, {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})

@@ -1,8 +1,9 @@
-"""HAYHOOKS_GUNICORN_TRIAL_LOADS: a changed revision is loaded first in a separate process, once per host, so a
+"""HAYHOOKS_GUNICORN_TRIAL_LOADS: a changed revision is loaded first in a separate process, once per server, so a
 pipeline that kills the process loading it kills no serving worker."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import Server, echo_wrapper, setup_wrapper, traffic, wait_until, write_wrapper
 
-from hayhooks_gunicorn.cluster.quarantine import Quarantine
+from hayhooks_gunicorn.cluster import trial_loads
+from hayhooks_gunicorn.cluster.quarantine import Quarantine, key
 from hayhooks_gunicorn.cluster.trial_loads import TrialLoads, trial_cause
-from hayhooks_gunicorn.deploys import helper_handle
+from hayhooks_gunicorn.deploys import helper_handle, preflight
 from hayhooks_gunicorn.reload.scan import scan
 
 pytestmark = pytest.mark.integration
@@ -68,44 +70,73 @@ def test_a_revision_that_kills_its_trial_kills_no_serving_worker(
     assert server.worker_pids() == workers
 
 
-def test_one_trial_per_revision_whoever_asks(pipelines_dir: Path, tmp_path: Path) -> None:
-    runs = tmp_path / "runs"  # one line per process that ran the setup()
-    write_wrapper(pipelines_dir, "counted", setup_wrapper(f"open({str(runs)!r}, 'a').write(f'{{os.getpid()}}\\n')"))
-    trials = TrialLoads(Quarantine(tmp_path / "state"), pipelines_dir, timeout=60)
+def test_one_trial_per_revision_whoever_asks_in_a_process_the_kernel_kills_first(
+    pipelines_dir: Path, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"  # per process that ran the setup(): its pid and its oom_score_adj
+    record = "open({runs!r}, 'a').write(f'{{os.getpid()}} {{open(\"/proc/self/oom_score_adj\").read().strip()}}\\n')"
+    write_wrapper(pipelines_dir, "counted", setup_wrapper(record.format(runs=str(runs))))
+    trials = TrialLoads(Quarantine(tmp_path / "state"), pipelines_dir, timeout=60, master_pid=os.getpid())
     source = scan(pipelines_dir)["counted"]
     with ThreadPoolExecutor(max_workers=3) as pool:
         refusals = list(pool.map(lambda _: trials.refusal(source), range(3)))
     assert refusals == [None, None, None]
-    assert len(runs.read_text().splitlines()) == 1
     assert trials.refusal(source) is None
-    assert len(runs.read_text().splitlines()) == 1
-    assert all(pid != str(os.getpid()) for pid in runs.read_text().split())  # not in the asking process
+    lines = runs.read_text().splitlines()
+    assert len(lines) == 1
+    pid, score = lines[0].split()
+    assert pid != str(os.getpid()) and score == "1000"
 
 
 def test_a_trial_that_dies_quarantines_the_revision_and_an_exception_does_not(
     pipelines_dir: Path, tmp_path: Path
 ) -> None:
-    write_wrapper(pipelines_dir, "dies", setup_wrapper("os._exit(3)"))
+    # Its last words fill the helper's output tail: the death is still seen as the pipeline's.
+    write_wrapper(pipelines_dir, "dies", setup_wrapper("print('x' * 20000, flush=True); os._exit(3)"))
+    write_wrapper(pipelines_dir, "quits", setup_wrapper("os._exit(0)"))
     write_wrapper(pipelines_dir, "raises", setup_wrapper("raise RuntimeError('no model')"))
     quarantine = Quarantine(tmp_path / "state")
-    trials = TrialLoads(quarantine, pipelines_dir, timeout=60)
+    trials = TrialLoads(quarantine, pipelines_dir, timeout=60, master_pid=os.getpid())
     sources = scan(pipelines_dir)
-    refusal = trials.refusal(sources["dies"])
-    cause = "ended the process of its trial load (exit code 3)"
-    assert refusal == f"quarantined: rev {sources['dies'].revision} {cause}"
-    assert quarantine.cause("dies", sources["dies"].revision) == cause
+    for name, code in (("dies", 3), ("quits", 0)):
+        cause = f"ended the process of its trial load (exit code {code})"
+        assert trials.refusal(sources[name]) == f"quarantined: rev {sources[name].revision} {cause}"
+        assert quarantine.cause(name, sources[name].revision) == cause
     assert trials.refusal(sources["raises"]) is None  # the worker's own load reports that failure
     assert quarantine.cause("raises", sources["raises"].revision) is None
     quarantine.tidy()
     assert not (tmp_path / "state" / "trials").exists()
 
 
+def test_a_trial_held_for_ever_by_another_is_given_up_on(
+    pipelines_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = tmp_path / "runs"
+    write_wrapper(pipelines_dir, "counted", setup_wrapper(f"open({str(runs)!r}, 'a').write('ran\\n')"))
+    monkeypatch.setattr(trial_loads, "LOCK_GRACE", 0.0)
+    trials = TrialLoads(Quarantine(tmp_path / "state"), pipelines_dir, timeout=0.5, master_pid=os.getpid())
+    source = scan(pipelines_dir)["counted"]
+    verdicts = trial_loads.verdicts_dir(tmp_path / "state", os.getpid())
+    verdicts.mkdir(parents=True)
+    with open(verdicts / f"{key(source.name, source.revision)}.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a forked child of the trial's worker would keep it
+        assert trials.refusal(source) is None  # no verdict: the worker loads as it would without trials
+    assert not runs.exists()
+
+
+def test_a_check_process_that_died_before_the_pipeline_code_ran_is_no_verdict(pipelines_dir: Path) -> None:
+    write_wrapper(pipelines_dir, "fine", echo_wrapper("fine"))
+    source = scan(pipelines_dir)["fine"]
+    assert preflight._exited(source, 1, "ImportError: ...", 0.1, loading=False).exit_code is None
+    assert preflight._exited(source, -9, "", 0.1, loading=True).exit_code == -9
+
+
 @pytest.mark.parametrize(
     ("exit_code", "cause"),
     [
         (None, None),
-        (0, None),
-        (-15, None),  # SIGTERM: stopped on purpose
+        (0, "ended the process of its trial load (exit code 0)"),  # it died with no result: os._exit(0)
+        (-15, None),  # SIGTERM: the server stopping sends it too
         (1, "ended the process of its trial load (exit code 1)"),
         (-9, "killed the process of its trial load (SIGKILL)"),
         (-11, "killed the process of its trial load (SIGSEGV)"),

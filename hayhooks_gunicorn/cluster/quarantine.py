@@ -120,11 +120,14 @@ class Quarantine:
                 path.unlink(missing_ok=True)
 
     def tidy(self) -> None:
-        """In the master at exit: drop the marks directory once empty, and the verdicts of trial loads
-        (``cluster.trial_loads``: a cache); records stay, they outlive restarts."""
+        """In the master at exit: drop the marks directory once empty, and this master's verdicts of trial loads
+        (``cluster.trial_loads``: a cache, kept per master); records stay, they outlive restarts."""
         with contextlib.suppress(OSError):
             self.marks.rmdir()
-        shutil.rmtree(self.directory / "trials", ignore_errors=True)
+        trials = self.directory / "trials"
+        shutil.rmtree(trials / f"{socket.gethostname()}-{os.getpid()}", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            trials.rmdir()
 
     def cause(self, name: str, revision: str) -> str | None:
         """Why *revision* of *name* is quarantined, or ``None`` when it is not."""

@@ -2,40 +2,51 @@
 
 Without it, a revision that kills the process loading it (the OOM killer's SIGKILL, a segfault, ``os._exit``) kills
 each serving worker once before it is quarantined (``cluster.quarantine``), and the calls those workers were
-answering fail. With it, a serving worker that sees a changed revision first has it loaded once per host in a
+answering fail. With it, a serving worker that sees a changed revision first has it loaded once per server in a
 separate process, the kit's pre-flight check (``deploys.preflight``), and loads it itself only if that process
-survived. A trial that died quarantines the revision with the cause, for every worker of the host, and no serving
-worker dies. One worker runs the trial while the others wait for its verdict (an ``flock`` per revision in the
-state directory); the verdict is kept there, so the other workers and later ones do not load it again.
+survived. A trial that died while the pipeline's code ran (``preflight.LOADING_MARK``; a death before that is the
+check's own, not a verdict) quarantines the revision with the cause, for every worker of the host, and no serving
+worker dies. The checking process asks the kernel to kill it first when memory runs out, before a serving worker.
+One worker of a master runs the trial while the others wait for its verdict (an ``flock`` per revision under
+``trials/<host>-<master pid>/`` in the state directory), which is kept there for them and for later workers.
 
 It costs a second load of each changed revision: the reload takes the trial's time longer, and while the trial runs
-the host holds one more copy of the pipeline (``benchmarks/``, the ``reload`` scenario). So it is off by default.
+the host holds one more copy of the pipeline (``benchmarks/``, the ``trial_loads`` scenario). So it is off by
+default. Anything that goes wrong with the trial itself (the state directory, the lock, the check) is logged and the
+worker loads as it would without trials.
 A worker's boot loads are not tried first: a worker that is not serving yet loses nothing when it dies, and the
 master quarantines what killed it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import signal
 import socket
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
+
+from hayhooks.server.logger import log
 
 from hayhooks_gunicorn.cluster.quarantine import STOP_SIGNALS, Quarantine, key
 from hayhooks_gunicorn.cluster.state_files import ensure_state_dir
 from hayhooks_gunicorn.deploys.preflight import check_in_subprocess
 from hayhooks_gunicorn.files import write_atomically
-from hayhooks_gunicorn.reload.scan import PipelineSource
+from hayhooks_gunicorn.reload.scan import PipelineSource, fingerprint
+
+# How long a worker waits for another one's trial beyond the load timeout, before it loads without a verdict
+LOCK_GRACE = 30.0
 
 
 def trial_cause(exit_code: int | None) -> str | None:
-    """What the trial process's end says about the revision; ``None`` when it survived or was stopped on purpose."""
-    if exit_code is None or exit_code == 0:
+    """What the end of a trial that died while the pipeline's code ran says; ``None``: no verdict (it reported, or
+    it was stopped from outside: the server stopping sends the same signals)."""
+    if exit_code is None:
         return None
-    if exit_code > 0:
+    if exit_code >= 0:
         return f"ended the process of its trial load (exit code {exit_code})"
     if -exit_code in STOP_SIGNALS:
         return None
@@ -46,40 +57,64 @@ def trial_cause(exit_code: int | None) -> str | None:
     return f"killed the process of its trial load ({name})"
 
 
+def verdicts_dir(state_dir: Path, master_pid: int) -> Path:
+    """One master's verdicts: removed by that master at exit (``Quarantine.tidy``)."""
+    return state_dir / "trials" / f"{socket.gethostname()}-{master_pid}"
+
+
 @dataclass(frozen=True)
 class TrialLoads:
     quarantine: Quarantine
     pipelines_dir: Path
     timeout: float
-
-    @property
-    def verdicts(self) -> Path:
-        return self.quarantine.directory / "trials"  # removed by the master at exit (``Quarantine.tidy``)
+    master_pid: int = field(default_factory=os.getppid)  # whose verdicts these are (a worker's parent)
 
     def refusal(self, source: PipelineSource) -> str | None:
         """Why this worker must not load *source*: its revision killed a trial (now or before), else ``None``."""
         if (cause := self.quarantine.cause(source.name, source.revision)) is not None:
             return f"quarantined: rev {source.revision} {cause}"
-        name = key(source.name, source.revision)
         try:
-            ensure_state_dir(self.quarantine.directory)
-            self.verdicts.mkdir(mode=0o700, exist_ok=True)
-            lock = open(self.verdicts / f"{name}.lock", "a")  # noqa: SIM115 (held across the trial below)
-        except OSError:
-            return None  # no trial without a state directory: the worker's own load is still marked
-        with lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one trial per revision and host; the other workers wait for it here
+            return self._trial(source)
+        except Exception as e:  # the trial is a precaution: without it the worker loads as it always did
+            log.warning("Worker {}: no trial load of '{}' (rev {}): {}", os.getpid(), source.name, source.revision, e)
+            return None
+
+    def _trial(self, source: PipelineSource) -> str | None:
+        if source.fallback is not None:
+            return None  # a name defined twice: its revision covers both entries, and the load picks one (scan)
+        ensure_state_dir(self.quarantine.directory)
+        verdicts = verdicts_dir(self.quarantine.directory, self.master_pid)
+        verdicts.mkdir(mode=0o700, parents=True, exist_ok=True)
+        name = key(source.name, source.revision)
+        with open(verdicts / f"{name}.lock", "a") as lock:
+            if not _lock(lock, self.timeout + LOCK_GRACE):
+                raise TimeoutError("another worker's trial of it did not end in time")
             if (cause := self.quarantine.cause(source.name, source.revision)) is not None:
                 return f"quarantined: rev {source.revision} {cause}"
-            survived = self.verdicts / f"{name}.survived"
+            survived = verdicts / f"{name}.survived"
             if survived.exists():
                 return None
             result = check_in_subprocess(source, self.pipelines_dir, self.timeout, server_routes=False)
             if (cause := trial_cause(result.exit_code)) is not None:
+                if fingerprint(source.path) != source.revision:
+                    return None  # the files changed meanwhile: the next pass tries what is there now
                 self.quarantine.record(source.name, source.revision, cause, socket.gethostname(), os.getpid())
                 return f"quarantined: rev {source.revision} {cause}"
-            # A load that failed with an exception, or ran past the deadline, did not kill its process: the worker
-            # loads it and reports that failure itself.
-            with contextlib.suppress(OSError):
+            if result.exit_code is None and result.revision == source.revision:
+                # It reported (a load that raised is the worker's to report), or ran past the deadline, or died
+                # before the pipeline's code ran: this revision does not kill the process loading it.
                 write_atomically(survived, source.revision)
         return None
+
+
+def _lock(lock: IO[str], wait: float) -> bool:
+    """Take *lock* within *wait* seconds; polled, so a lock held for ever (a fork of its holder) is given up on."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)

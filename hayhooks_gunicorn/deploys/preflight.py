@@ -30,6 +30,8 @@ from hayhooks_gunicorn.forking import no_fork_while_starting
 from hayhooks_gunicorn.reload.scan import PipelineSource
 
 MARK = "hayhooks-gunicorn-check:"
+# Printed by the checking process right before the pipeline's own code runs: a death after it is the pipeline's
+LOADING_MARK = "hayhooks-gunicorn-loading"
 # The module the cold way runs (``python -m``): the checking process's side
 CHECK_MODULE = "hayhooks_gunicorn.deploys.preflight_check"
 # How long a cold check's output is read after its deadline, for a grandchild that left the process group
@@ -45,7 +47,8 @@ class CheckResult:
     error: str | None = None
     # Why the loaded pipeline must not be loaded before a fork (threads it started, CUDA initialised), if so
     fork_unsafe: str | None = None
-    # How the loading process ended when it died before reporting: its exit code, or minus the signal that killed it
+    # How the checking process ended when it died while the pipeline's code ran (after ``LOADING_MARK``), before
+    # reporting: its exit code, or minus the signal that killed it. None when it reported, or died before the load
     exit_code: int | None = None
 
 
@@ -70,7 +73,8 @@ def check_in_subprocess(
         return CheckResult(**reply["result"])
     if reply.get("timeout"):
         return _timed_out(source, timeout, time.monotonic() - started)
-    return _exited(source, reply["exit"], reply["output"], time.monotonic() - started)
+    loading = bool(reply.get("loading"))  # the helper watched the child's whole output for LOADING_MARK
+    return _exited(source, reply["exit"], reply["output"], time.monotonic() - started, loading)
 
 
 def _check_in_new_process(source: PipelineSource, args: list[str], env: dict[str, str], timeout: float) -> CheckResult:
@@ -91,7 +95,7 @@ def _check_in_new_process(source: PipelineSource, args: list[str], env: dict[str
             return CheckResult(**json.loads(line[len(MARK) :]))
     if timed_out:
         return _timed_out(source, timeout, time.monotonic() - started)
-    return _exited(source, child.returncode, stderr or stdout, time.monotonic() - started)
+    return _exited(source, child.returncode, stderr or stdout, time.monotonic() - started, LOADING_MARK in stdout)
 
 
 def _read_until_ended(child: subprocess.Popen[str], deadline: float) -> tuple[str, str, bool]:
@@ -128,7 +132,8 @@ def _timed_out(source: PipelineSource, timeout: float, seconds: float) -> CheckR
     return CheckResult(source.name, source.revision, False, seconds, error)
 
 
-def _exited(source: PipelineSource, code: int, output: str, seconds: float) -> CheckResult:
-    tail = " | ".join(output.strip().splitlines()[-5:])
-    error = f"The loading process exited with code {code} before reporting: {tail}"
-    return CheckResult(source.name, source.revision, False, seconds, error, exit_code=code)
+def _exited(source: PipelineSource, code: int, output: str, seconds: float, loading: bool) -> CheckResult:
+    """The process ended without a result; *loading*: it had started the pipeline's code (``LOADING_MARK``)."""
+    lines = [line for line in output.strip().splitlines() if line != LOADING_MARK]
+    error = f"The loading process exited with code {code} before reporting: {' | '.join(lines[-5:])}"
+    return CheckResult(source.name, source.revision, False, seconds, error, exit_code=code if loading else None)

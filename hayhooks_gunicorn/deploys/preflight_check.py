@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from hayhooks_gunicorn.deploys.preflight import MARK, CheckResult
+from hayhooks_gunicorn.deploys.preflight import LOADING_MARK, MARK, CheckResult
 from hayhooks_gunicorn.reload.scan import Kind, PipelineSource, fingerprint
 
 # Threads a library starts again by itself in a process that lacks them: tqdm's monitor (tqdm/_monitor.py),
@@ -28,8 +28,9 @@ def check_here(name: str, path: Path, kind: Kind, pipelines_dir: Path, server_ro
     from hayhooks_gunicorn.reload.names import check_name
 
     started = time.monotonic()
-    revision = fingerprint(path)
+    revision = ""
     try:
+        revision = fingerprint(path)
         install_source_only_imports(path.parent)
         routes = None
         if server_routes:
@@ -40,11 +41,24 @@ def check_here(name: str, path: Path, kind: Kind, pipelines_dir: Path, server_ro
             routes = app_context(create_app()).server_routes
         check_name(name, pipelines_dir, routes)
         threads_before = set(threading.enumerate())
+        loading_starts()
         prepare(PipelineSource(name, path, kind, revision))
     except BaseException as e:  # a setup() calling sys.exit() is a failed load too
         error = str(e) if isinstance(e, Exception) else f"{type(e).__name__}({e}) while loading"
         return CheckResult(name, revision, False, time.monotonic() - started, error)
     return CheckResult(name, revision, True, time.monotonic() - started, fork_unsafe=fork_hazards(threads_before))
+
+
+def loading_starts() -> None:
+    """Right before the pipeline's code runs: say so (a death after this line is the pipeline's, ``LOADING_MARK``),
+    and be the kernel's first choice when memory runs out, before a serving worker (``oom_score_adj``: raising
+    one's own needs no privilege)."""
+    try:
+        Path("/proc/self/oom_score_adj").write_text("1000")
+    except OSError:
+        pass  # not Linux, or a sandbox that forbids it
+    sys.stdout.write(f"{LOADING_MARK}\n")
+    sys.stdout.flush()
 
 
 def fork_hazards(threads_before: set[threading.Thread]) -> str | None:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hayhooks_gunicorn.deploys.preflight import LOADING_MARK
 from hayhooks_gunicorn.deploys.preflight_check import check_here
 from hayhooks_gunicorn.reload.scan import Kind
 
@@ -40,6 +41,11 @@ class Check:
     output_fd: int
     result: bytearray = field(default_factory=bytearray)
     output: bytearray = field(default_factory=bytearray)
+    loading: bool = False  # it printed LOADING_MARK: the pipeline's code ran (kept apart: the output is a tail)
+
+    def add_output(self, data: bytes) -> None:
+        self.loading = self.loading or LOADING_MARK.encode() in bytes(self.output[-len(LOADING_MARK) :]) + data
+        self.output = (self.output + data)[-OUTPUT_TAIL:]
 
 
 def run_child(request: dict[str, Any], result_fd: int, output_fd: int) -> None:
@@ -155,7 +161,7 @@ class CheckServer:
         if fd == check.result_fd:
             check.result += data
         else:
-            check.output = (check.output + data)[-OUTPUT_TAIL:]
+            check.add_output(data)
 
     def reap(self) -> None:
         now = time.monotonic()
@@ -171,12 +177,13 @@ class CheckServer:
             # What the child wrote before it exited is in the pipes; a grandchild may hold them open: no waiting
             # for their end of file.
             check.result += _read_available(check.result_fd)[0]
-            check.output = (check.output + _read_available(check.output_fd)[0])[-OUTPUT_TAIL:]
+            check.add_output(_read_available(check.output_fd)[0])
             if (result := _parse(check.result)) is not None:
                 self.finish(check, {"result": result})
             else:
                 output = check.output.decode(errors="replace")
-                self.finish(check, {"exit": os.waitstatus_to_exitcode(status), "output": output})
+                exit_code = os.waitstatus_to_exitcode(status)
+                self.finish(check, {"exit": exit_code, "output": output, "loading": check.loading})
 
     def finish(self, check: Check, reply: dict[str, Any]) -> None:
         del self.checks[check.pid]

@@ -11,15 +11,14 @@ some runs), with every old version collected.
 So the master fixes the threshold (``mallopt(M_MMAP_THRESHOLD)``, which also stops the dynamic raise) at 1 MiB
 before it loads anything: every block of a model's size gets its own mapping and is unmapped when freed.
 A mapping per block costs page faults on each large temporary, which the master, running no inference, never
-makes; a worker, which does, gets right after the fork the ceilings the dynamic raise would have reached (32 MiB,
-and a trim threshold of 64 MiB, on 64-bit). Thresholds the operator set (``MALLOC_MMAP_THRESHOLD_``,
-``MALLOC_TRIM_THRESHOLD_``, or their ``glibc.malloc.*`` names in ``GLIBC_TUNABLES``) are left alone, in both.
+makes; a worker, which does, gets right after the fork the ceilings the dynamic raise reaches after large frees
+(32 MiB, and a trim threshold of 64 MiB, on 64-bit). A threshold the operator set (``MALLOC_MMAP_THRESHOLD_``,
+``MALLOC_TRIM_THRESHOLD_``, or its ``glibc.malloc.*`` name in ``GLIBC_TUNABLES``) is left alone, each on its own.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from collections.abc import Mapping
 
@@ -32,27 +31,27 @@ WORKER_THRESHOLD = 4 * 1024 * 1024 * ctypes.sizeof(ctypes.c_long)  # DEFAULT_MMA
 WORKER_TRIM = 2 * WORKER_THRESHOLD
 
 
-def operator_set(environ: Mapping[str, str]) -> bool:
-    """Whether the environment already tunes glibc's mmap or trim threshold."""
-    tunables = environ.get("GLIBC_TUNABLES", "")
-    return any(name in environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")) or any(
-        name in tunables for name in ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")
-    )
+def operator_set(option: int, environ: Mapping[str, str]) -> bool:
+    """Whether the environment already sets this threshold (``M_MMAP_THRESHOLD`` or ``M_TRIM_THRESHOLD``)."""
+    name = {M_MMAP_THRESHOLD: "mmap_threshold", M_TRIM_THRESHOLD: "trim_threshold"}[option]
+    return f"MALLOC_{name.upper()}_" in environ or f"glibc.malloc.{name}" in environ.get("GLIBC_TUNABLES", "")
 
 
 def set_thresholds(mmap: int, trim: int | None = None, environ: Mapping[str, str] = os.environ) -> bool:
-    """Fix glibc's mmap threshold at *mmap* bytes (and its trim threshold at *trim*, if given); False where the
-    operator tuned them or the libc is not glibc."""
-    if operator_set(environ):
-        return False
+    """Fix glibc's mmap threshold at *mmap* bytes (and its trim threshold at *trim*, if given), each unless the
+    operator set it; True when every one asked for was set here."""
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
-    except (OSError, AttributeError, TypeError):
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on (no ldconfig run per fork)
+    except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    done = bool(mallopt(M_MMAP_THRESHOLD, mmap))  # musl's mallopt does nothing and answers 0
-    return done and (trim is None or bool(mallopt(M_TRIM_THRESHOLD, trim)))
+    done = True
+    for option, size in ((M_MMAP_THRESHOLD, mmap), (M_TRIM_THRESHOLD, trim)):
+        if size is not None:
+            # musl's mallopt does nothing and answers 0
+            done = not operator_set(option, environ) and bool(mallopt(option, size)) and done
+    return done
 
 
 def for_master() -> bool:

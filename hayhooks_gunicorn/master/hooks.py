@@ -31,6 +31,7 @@ def on_starting(server: Any) -> None:
     from hayhooks_gunicorn.compat import check_hayhooks
     from hayhooks_gunicorn.master.durable import check_durable
 
+    multiproc_dir.adopt()
     try:
         check_hayhooks()
         if warning := check_durable(pipelines_dir()):

@@ -100,6 +100,14 @@ def prepare(parent: Path | None = None) -> Path:
     return path
 
 
+def adopt() -> None:
+    """In the master's ``on_starting``: this process owns the directory now (``--daemon`` forks, and its first
+    process ends with ``os._exit``, after the configuration was read)."""
+    global _owner_pid
+    if _owned is not None:
+        _owner_pid = os.getpid()
+
+
 def _remove_in_owner() -> None:
     if os.getpid() == _owner_pid:
         remove()
