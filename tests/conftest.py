@@ -318,6 +318,29 @@ def setup_wrapper(setup_body: str, reply: str = "ok", imports: str = "") -> str:
     ).format(imports=imports, setup_body=setup_body, reply=reply)
 
 
+def run_wrapper(run_body: str, imports: str = "", doc: str = "Answer.") -> str:
+    """A wrapper with no pipeline whose ``run_api(text)`` runs *run_body* (*imports* at the top): for calls that
+    fail, block or report something."""
+    body = textwrap.indent(textwrap.dedent(run_body).strip(), " " * 8)
+    return f'''{imports}
+
+from hayhooks import BasePipelineWrapper
+
+
+class PipelineWrapper(BasePipelineWrapper):
+    def setup(self) -> None:
+        self.pipeline = None
+
+    def run_api(self, text: str = "") -> dict:
+        """{doc}
+
+        Args:
+            text: ignored
+        """
+{body}
+'''
+
+
 YAML_PIPELINE = """\
 components:
   builder:

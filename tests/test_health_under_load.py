@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 import httpx
 import pytest
-from conftest import Server, wait_until, write_wrapper
+from conftest import Server, run_wrapper, wait_until, write_wrapper
 
 POOL = 40  # anyio's default thread limiter, which neither hayhooks nor the kit changes
 CALLS = POOL + 20  # every thread busy, and calls waiting for one
@@ -30,30 +30,17 @@ PROBES = 20
 # at all while the probes run; an answer on the event loop takes milliseconds, seconds on a loaded machine.
 PROBE_TIMEOUT = 10.0
 
-SLOW_WRAPPER = '''
-import fcntl
-import os
-import uuid
-
-from hayhooks import BasePipelineWrapper
-
-
-class PipelineWrapper(BasePipelineWrapper):
-    def setup(self) -> None:
-        self.pipeline = None
-
-    def run_api(self, text: str = "") -> dict:
-        """Wait, as a call to an LLM API does: until the test releases the calls (at most 60 s).
-
-        Args:
-            text: ignored
-        """
-        open(os.path.join(os.environ["SLOW_CALLS_STARTED"], uuid.uuid4().hex), "w").close()
-        # Blocks without polling while the test holds its exclusive lock on this file.
-        with open(os.environ["SLOW_CALLS_GATE"]) as gate:
-            fcntl.flock(gate, fcntl.LOCK_SH)
-        return {"reply": "done"}
-'''
+SLOW_WRAPPER = run_wrapper(
+    """
+    open(os.path.join(os.environ["SLOW_CALLS_STARTED"], uuid.uuid4().hex), "w").close()
+    # Blocks without polling while the test holds its exclusive lock on this file.
+    with open(os.environ["SLOW_CALLS_GATE"]) as gate:
+        fcntl.flock(gate, fcntl.LOCK_SH)
+    return {"reply": "done"}
+    """,
+    imports="import fcntl\nimport os\nimport uuid",
+    doc="Wait, as a call to an LLM API does: until the test releases the calls (at most 60 s).",
+)
 
 
 def _status(answer: httpx.Response) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Server, echo_wrapper, wait_until, write_wrapper
+from conftest import Server, echo_wrapper, run_wrapper, wait_until, write_wrapper
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration
@@ -47,22 +47,7 @@ class PipelineWrapper(BasePipelineWrapper):
         return "answered"
 '''
 
-FAILING_WRAPPER = '''
-from hayhooks import BasePipelineWrapper
-
-
-class PipelineWrapper(BasePipelineWrapper):
-    def setup(self) -> None:
-        self.pipeline = None
-
-    def run_api(self, text: str = "") -> dict:
-        """Always fail.
-
-        Args:
-            text: ignored
-        """
-        raise RuntimeError("boom")
-'''
+FAILING_WRAPPER = run_wrapper('raise RuntimeError("boom")', doc="Always fail.")
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
