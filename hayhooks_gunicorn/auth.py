@@ -31,7 +31,6 @@ from hayhooks_gunicorn.settings import KitSettings
 
 TOKEN_ENV = "HAYHOOKS_GUNICORN_ADMIN_TOKEN"
 READ_TOKEN_ENV = "HAYHOOKS_GUNICORN_READ_TOKEN"
-FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 
 # auto_error=False: a missing or non-Bearer header is answered by the guard with the kit's own message.
 bearer_scheme = HTTPBearer(auto_error=False, description=f"{READ_TOKEN_ENV} (reads) or {TOKEN_ENV} (everything)")

@@ -116,7 +116,7 @@ def test_a_trial_held_for_ever_by_another_is_given_up_on(
     monkeypatch.setattr(trial_loads, "LOCK_GRACE", 0.0)
     trials = TrialLoads(Quarantine(tmp_path / "state"), pipelines_dir, timeout=0.5, master_pid=os.getpid())
     source = scan(pipelines_dir)["counted"]
-    verdicts = trial_loads.verdicts_dir(tmp_path / "state", os.getpid())
+    verdicts = Quarantine(tmp_path / "state").verdicts(os.getpid())
     verdicts.mkdir(parents=True)
     with open(verdicts / f"{key(source.name, source.revision)}.lock", "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as a forked child of the trial's worker would keep it

@@ -59,26 +59,35 @@ class Quarantined(BaseModel):
     at: float
 
 
+def death_cause(exit_code: int, what: str, clean_exit_counts: bool = False) -> str | None:
+    """What an exit code (minus the signal number for a kill) says a load did to *what*: "killed *what* (SIGKILL)",
+    "ended *what* (exit code 1)"; ``None`` for a stop signal, and for exit 0 unless *clean_exit_counts*."""
+    if exit_code >= 0:
+        return f"ended {what} (exit code {exit_code})" if exit_code or clean_exit_counts else None
+    if -exit_code in STOP_SIGNALS:
+        return None
+    try:
+        name = signal.Signals(-exit_code).name
+    except ValueError:
+        name = f"signal {-exit_code}"
+    return f"killed {what} ({name})"
+
+
 def exit_cause(status: int | None) -> str | None:
     """What an ``os.waitpid`` *status* says a load did to its worker; ``None`` when the worker was stopped on purpose.
 
     An unknown status (``None``) is still a death during a load: quarantined, with a plain cause.
     """
-    if status is None:
-        return "ended its worker while loading"
-    if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
-        if number in STOP_SIGNALS:
-            return None
-        try:
-            name = signal.Signals(number).name
-        except ValueError:
-            name = f"signal {number}"
-        return f"killed its worker while loading ({name})"
-    if os.WIFEXITED(status):
-        code = os.WEXITSTATUS(status)
-        return None if code == 0 else f"ended its worker while loading (exit code {code})"
-    return "ended its worker while loading"
+    try:
+        code = None if status is None else os.waitstatus_to_exitcode(status)
+    except ValueError:  # stopped, not ended
+        code = None
+    return "ended its worker while loading" if code is None else death_cause(code, "its worker while loading")
+
+
+def refusal(revision: str, cause: str) -> str:
+    """How a quarantined revision is reported (``/readyz`` ``failures``, ``/cluster``, the log)."""
+    return f"quarantined: rev {revision} {cause}"
 
 
 @dataclass(frozen=True)
@@ -119,15 +128,19 @@ class Quarantine:
             if written:
                 path.unlink(missing_ok=True)
 
+    def verdicts(self, master_pid: int) -> Path:
+        """Where one master's trial loads keep their verdicts (``cluster.trial_loads``)."""
+        return self.directory / "trials" / f"{socket.gethostname()}-{master_pid}"
+
     def tidy(self) -> None:
         """In the master at exit: drop the marks directory once empty, and this master's verdicts of trial loads
-        (``cluster.trial_loads``: a cache, kept per master); records stay, they outlive restarts."""
+        (a cache, kept per master); records stay, they outlive restarts."""
         with contextlib.suppress(OSError):
             self.marks.rmdir()
-        trials = self.directory / "trials"
-        shutil.rmtree(trials / f"{socket.gethostname()}-{os.getpid()}", ignore_errors=True)
+        verdicts = self.verdicts(os.getpid())
+        shutil.rmtree(verdicts, ignore_errors=True)
         with contextlib.suppress(OSError):
-            trials.rmdir()
+            verdicts.parent.rmdir()
 
     def cause(self, name: str, revision: str) -> str | None:
         """Why *revision* of *name* is quarantined, or ``None`` when it is not."""

@@ -20,21 +20,18 @@ master quarantines what killed it.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import signal
 import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from hayhooks.server.logger import log
 
-from hayhooks_gunicorn.cluster.quarantine import STOP_SIGNALS, Quarantine, key
+from hayhooks_gunicorn.cluster.quarantine import Quarantine, death_cause, key, refusal
 from hayhooks_gunicorn.cluster.state_files import ensure_state_dir
 from hayhooks_gunicorn.deploys.preflight import check_in_subprocess
-from hayhooks_gunicorn.files import write_atomically
+from hayhooks_gunicorn.files import try_flock, write_atomically
+from hayhooks_gunicorn.polling import poll_until
 from hayhooks_gunicorn.reload.scan import PipelineSource, fingerprint
 
 # How long a worker waits for another one's trial beyond the load timeout, before it loads without a verdict
@@ -42,24 +39,11 @@ LOCK_GRACE = 30.0
 
 
 def trial_cause(exit_code: int | None) -> str | None:
-    """What the end of a trial that died while the pipeline's code ran says; ``None``: no verdict (it reported, or
-    it was stopped from outside: the server stopping sends the same signals)."""
+    """What the end of a trial that died while the pipeline's code ran says, exit 0 included (it had not reported);
+    ``None``: no verdict (it reported, or it was stopped from outside: the server stopping sends the same signals)."""
     if exit_code is None:
         return None
-    if exit_code >= 0:
-        return f"ended the process of its trial load (exit code {exit_code})"
-    if -exit_code in STOP_SIGNALS:
-        return None
-    try:
-        name = signal.Signals(-exit_code).name
-    except ValueError:
-        name = f"signal {-exit_code}"
-    return f"killed the process of its trial load ({name})"
-
-
-def verdicts_dir(state_dir: Path, master_pid: int) -> Path:
-    """One master's verdicts: removed by that master at exit (``Quarantine.tidy``)."""
-    return state_dir / "trials" / f"{socket.gethostname()}-{master_pid}"
+    return death_cause(exit_code, "the process of its trial load", clean_exit_counts=True)
 
 
 @dataclass(frozen=True)
@@ -72,7 +56,7 @@ class TrialLoads:
     def refusal(self, source: PipelineSource) -> str | None:
         """Why this worker must not load *source*: its revision killed a trial (now or before), else ``None``."""
         if (cause := self.quarantine.cause(source.name, source.revision)) is not None:
-            return f"quarantined: rev {source.revision} {cause}"
+            return refusal(source.revision, cause)
         try:
             return self._trial(source)
         except Exception as e:  # the trial is a precaution: without it the worker loads as it always did
@@ -83,14 +67,17 @@ class TrialLoads:
         if source.fallback is not None:
             return None  # a name defined twice: its revision covers both entries, and the load picks one (scan)
         ensure_state_dir(self.quarantine.directory)
-        verdicts = verdicts_dir(self.quarantine.directory, self.master_pid)
+        verdicts = self.quarantine.verdicts(self.master_pid)
         verdicts.mkdir(mode=0o700, parents=True, exist_ok=True)
         name = key(source.name, source.revision)
         with open(verdicts / f"{name}.lock", "a") as lock:
-            if not _lock(lock, self.timeout + LOCK_GRACE):
-                raise TimeoutError("another worker's trial of it did not end in time")
+            # Polled, so a lock held for ever (a fork of its holder keeps it) is given up on.
+            try:
+                poll_until(lambda: try_flock(lock.fileno()), self.timeout + LOCK_GRACE, interval=0.1)
+            except TimeoutError:
+                raise TimeoutError("another worker's trial of it did not end in time") from None
             if (cause := self.quarantine.cause(source.name, source.revision)) is not None:
-                return f"quarantined: rev {source.revision} {cause}"
+                return refusal(source.revision, cause)
             survived = verdicts / f"{name}.survived"
             if survived.exists():
                 return None
@@ -99,22 +86,9 @@ class TrialLoads:
                 if fingerprint(source.path) != source.revision:
                     return None  # the files changed meanwhile: the next pass tries what is there now
                 self.quarantine.record(source.name, source.revision, cause, socket.gethostname(), os.getpid())
-                return f"quarantined: rev {source.revision} {cause}"
+                return refusal(source.revision, cause)
             if result.exit_code is None and result.revision == source.revision:
                 # It reported (a load that raised is the worker's to report), or ran past the deadline, or died
                 # before the pipeline's code ran: this revision does not kill the process loading it.
                 write_atomically(survived, source.revision)
         return None
-
-
-def _lock(lock: IO[str], wait: float) -> bool:
-    """Take *lock* within *wait* seconds; polled, so a lock held for ever (a fork of its holder) is given up on."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from hayhooks_gunicorn.errors import KitError
 from hayhooks_gunicorn.reload.scan import scan
-
-if TYPE_CHECKING:
-    pass
 
 # How long the master waits for Redis to answer at boot.
 PING_TIMEOUT = 3.0

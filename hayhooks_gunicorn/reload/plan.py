@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from hayhooks_gunicorn.cluster.quarantine import refusal
+
 
 @dataclass(frozen=True)
 class OnDisk:
@@ -61,7 +63,7 @@ def plan_pass(desired: Mapping[str, OnDisk], now: Current) -> Plan:
         elif disk.clashes and not disk.broken:
             refuse[name] = f"Pipeline name {name!r} clashes with a server route"
         elif disk.quarantined is not None:
-            refuse[name] = f"quarantined: rev {disk.revision} {disk.quarantined}"
+            refuse[name] = refusal(disk.revision, disk.quarantined)
         else:
             load.append(name)
     return Plan(

@@ -169,11 +169,11 @@ class Reconciler:
             conflicts=list(self.conflicts),
         )
 
-    def _on_disk(self, source: PipelineSource, checks: bool = True) -> OnDisk:
-        """*source* as plain data; with *checks*, whether its name clashes with a route and whether this revision
-        is quarantined (a file read: only a pass needs it)."""
-        clashes = checks and shadows_route(source.name, self.server_routes)
-        quarantined = self.quarantine.cause(source.name, source.revision) if checks and self.quarantine else None
+    def _on_disk(self, source: PipelineSource) -> OnDisk:
+        """*source* as plain data, with whether its name clashes with a route and whether this revision is
+        quarantined."""
+        clashes = shadows_route(source.name, self.server_routes)
+        quarantined = self.quarantine.cause(source.name, source.revision) if self.quarantine else None
         return OnDisk(
             revision=source.revision,
             location=location(source),

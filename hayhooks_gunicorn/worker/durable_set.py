@@ -23,7 +23,7 @@ from typing import Any
 
 from hayhooks.server.logger import log
 
-from hayhooks_gunicorn.cluster.quarantine import Quarantine
+from hayhooks_gunicorn.cluster.quarantine import Quarantine, refusal
 from hayhooks_gunicorn.cluster.view import disk_revisions
 
 # Where hayhooks' create_app() calls the loader, swapped for the duration of one create_app()
@@ -73,7 +73,7 @@ def load_what_loads(pipelines_dir: Path, quarantine: Quarantine, failures: dict[
     for name, path in candidates.items():
         revision = revisions.get(name, "")
         if (cause := quarantine.cause(name, revision)) is not None:
-            failures[name] = f"quarantined: rev {revision} {cause}"
+            failures[name] = refusal(revision, cause)
             continue
         try:
             with quarantine.loading(name, revision):
