@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import subprocess
 import sys
 
@@ -36,9 +37,12 @@ def probe(*thresholds: int) -> tuple[int, int]:
     return int(mapped), int(kept)
 
 
-@pytest.mark.skipif(
+GLIBC = pytest.mark.skipif(
     not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="needs glibc 2.33 or later (mallinfo2), which this libc lacks"
 )
+
+
+@GLIBC
 def test_the_master_maps_a_large_block_and_a_worker_takes_it_from_the_heap_and_keeps_it() -> None:
     assert probe(allocator.MASTER_THRESHOLD)[0] == 1
     mapped, kept = probe(allocator.WORKER_THRESHOLD, allocator.WORKER_TRIM)
@@ -60,9 +64,23 @@ def test_a_threshold_the_operator_set_is_left_alone(environ: dict[str, str], opt
     assert not allocator.operator_set(other, environ)  # the other one is still the kit's to set
 
 
+SET_WITH = """
+import json, sys
+from hayhooks_gunicorn.master import allocator
+print(allocator.set_thresholds(allocator.MASTER_THRESHOLD, environ=json.loads(sys.argv[1])))
+"""
+
+
+def set_with(environ: dict[str, str]) -> bool:
+    """``set_thresholds`` in a fresh interpreter (it changes the allocator of the process that calls it)."""
+    command = [sys.executable, "-c", SET_WITH, json.dumps(environ)]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip() == "True"
+
+
+@GLIBC
 def test_the_master_fixes_its_mmap_threshold_when_only_the_trim_threshold_is_set() -> None:
-    assert allocator.set_thresholds(allocator.MASTER_THRESHOLD, environ={"MALLOC_TRIM_THRESHOLD_": "65536"})
-    assert not allocator.set_thresholds(allocator.MASTER_THRESHOLD, environ={"MALLOC_MMAP_THRESHOLD_": "65536"})
+    assert set_with({"MALLOC_TRIM_THRESHOLD_": "65536"})
+    assert not set_with({"MALLOC_MMAP_THRESHOLD_": "65536"})
 
 
 def test_other_tunables_do_not_count_as_a_threshold() -> None:

@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 import httpx
 import pytest
-from conftest import Server, run_wrapper, wait_until, write_wrapper
+from conftest import Server, run_wrapper, write_wrapper
 
 POOL = 40  # anyio's default thread limiter, which neither hayhooks nor the kit changes
 CALLS = POOL + 20  # every thread busy, and calls waiting for one
@@ -94,8 +94,7 @@ def test_checks_answer_while_the_pool_is_full_of_slow_calls(
     gate_path = tmp_path / "gate"
     gate_path.touch()
     env = {"SLOW_CALLS_STARTED": str(started), "SLOW_CALLS_GATE": str(gate_path)}
-    server = start_server(pipelines_dir, workers=1, env=env)
-    wait_until(lambda: server.every_worker(lambda r: r.status_code == 200, "GET", "/readyz"))
+    server = start_server(pipelines_dir, workers=1, env=env)  # waits until its worker answers /readyz 200
 
     with gate_path.open("rb") as gate:  # closing it releases the lock too, should the test fail before
         fcntl.flock(gate, fcntl.LOCK_EX)

@@ -92,6 +92,14 @@ def reachable(runtime_dir: Path) -> Path:
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("reachable")
+def cmdline(pid: int) -> str:
+    """A process's command line; empty for one that ended since the tree was listed (a check child)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
 def test_no_socket_of_the_server_accepts_another_user_with_default_paths(
     start_server: Callable[..., Server], pipelines_dir: Path
 ) -> None:
@@ -99,9 +107,7 @@ def test_no_socket_of_the_server_accepts_another_user_with_default_paths(
     # A deploy call starts the worker's warm pre-flight helper: its process is in the tree searched below.
     deployed = server.post("/deploy_files", json={"name": "p", "files": {"pipeline_wrapper.py": echo_wrapper("p")}})
     assert deployed.status_code in (200, 202), deployed.text
-    helpers = [
-        pid for pid in process_tree(server.proc.pid) if PREFLIGHT_HELPER in Path(f"/proc/{pid}/cmdline").read_text()
-    ]
+    helpers = [pid for pid in process_tree(server.proc.pid) if PREFLIGHT_HELPER in cmdline(pid)]
     assert helpers, "no pre-flight helper runs"
     found = check_all_private(server, [".ctl", ".chat.sock", ".traces.sock"])
     assert len([p for p in found if p.endswith(".traces.sock")]) == 2

@@ -67,7 +67,7 @@ def test_a_worker_forked_while_the_master_loads_a_slow_setup_serves(
     marks.mkdir()
     body = (
         f"mark = os.path.join({str(marks)!r}, str(os.getpid())); open(mark + '.start', 'w').close(); "
-        "time.sleep(3); open(mark + '.end', 'w').close()"
+        "time.sleep(5); open(mark + '.end', 'w').close()"
     )
     write_wrapper(pipelines_dir, "steady", setup_wrapper("pass", reply="steady"))
     server = start_server(pipelines_dir, env=SHARED, wait=False)
@@ -78,6 +78,7 @@ def test_a_worker_forked_while_the_master_loads_a_slow_setup_serves(
     wait_until(lambda: master.with_suffix(".start").exists(), timeout=60)  # after its check in another process
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
+    assert not master.with_suffix(".end").exists(), "the worker was killed after the load ended: nothing was tested"
     forked_during_load: set[int] = set()
 
     def load_ended() -> bool:
