@@ -100,6 +100,6 @@ def test_a_durable_pipeline_that_kills_its_worker_is_quarantined(
     write_wrapper(pipelines_dir, "fatal", setup_wrapper("os._exit(1)"))
     server = start_server(pipelines_dir, workers=2, env=durable_env(redis), wait=False)
     wait_until(lambda: two_workers_serve(server), timeout=60)
-    ready = server.get("/readyz").json()
-    assert "ended its worker while loading (exit code 1)" in ready["failures"]["fatal"], ready
+    cause = "ended its worker while loading (exit code 1)"
+    assert server.every_worker(lambda r: cause in r.json()["failures"].get("fatal", ""), "GET", "/readyz")
     assert server.post(f"/{NAME}/run-durable", json={"value": 1}).status_code == 202

@@ -48,8 +48,7 @@ def test_a_second_scan_of_an_unchanged_directory_opens_no_file(tmp_path: Path, m
     """Through ``open`` itself, whatever reads the files: a 2 MB file beside a wrapper is not read again."""
     write(tmp_path / "p" / "pipeline_wrapper.py", "x = 1")
     (tmp_path / "p" / "model.bin").write_bytes(os.urandom(2_000_000))
-    written = time.time()
-    wait_until(lambda: time.time() - written > 2.1)  # past RACY_NS: the digests are trusted
+    settled(tmp_path / "p" / "model.bin", monkeypatch)  # written last: past the racy window, the digests are trusted
     before = scan(tmp_path)["p"].revision
     opened: list[str] = []
     real_open = io.open
